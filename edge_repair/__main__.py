@@ -1,0 +1,3 @@
+from edge_repair.cli import main
+
+main()

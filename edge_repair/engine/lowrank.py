@@ -1,0 +1,69 @@
+"""A weight edit as low-rank factors per linear module, applied through mlx-lm's LoRALinear.
+
+An edit maps module paths (as in `model.named_modules()`, e.g. `model.layers.16.mlp.gate_proj`)
+to factors (a, b) with a: (in, r) and b: (r, out), so the module computes `W x + (x a) b`.
+That is exactly an mlx-lm LoRA adapter with scale 1, so edits persist in its format and stock
+`mlx_lm.generate --adapter-path` reproduces them.
+"""
+
+from dataclasses import dataclass, field
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_unflatten
+from mlx_lm.tuner.lora import LoRALinear
+
+Factors = dict[str, tuple[mx.array, mx.array]]
+
+
+@dataclass
+class LowRankEdit:
+    factors: Factors
+    info: dict = field(default_factory=dict)  # method, layers, rank, ... (never forgotten text)
+
+    @property
+    def rank(self) -> int:
+        return max((a.shape[1] for a, _ in self.factors.values()), default=0)
+
+
+def stack(edits: list[Factors]) -> Factors:
+    """Concatenate the factors of several edits module by module: their deltas add up."""
+    stacked: dict[str, list] = {}
+    for factors in edits:
+        for path, (a, b) in factors.items():
+            stacked.setdefault(path, []).append((a, b))
+    return {
+        path: (mx.concatenate([a for a, _ in pairs], axis=1), mx.concatenate([b for _, b in pairs], axis=0))
+        for path, pairs in stacked.items()
+    }
+
+
+def base_linear(module: nn.Module) -> nn.Module:
+    return module.linear if isinstance(module, LoRALinear) else module
+
+
+def set_factors(model: nn.Module, factors: Factors) -> None:
+    """Make the model compute base + the given factors (and nothing else) in every touched module.
+
+    Modules already wrapped but absent from `factors` go back to their base layer.
+    """
+    modules = dict(model.named_modules())
+    updates = []
+    for path, module in modules.items():
+        if isinstance(module, LoRALinear) and path not in factors:
+            updates.append((path, module.linear))
+    for path, (a, b) in factors.items():
+        if path not in modules:
+            raise KeyError(f"the model has no module {path}")
+        linear = base_linear(modules[path])
+        wrapped = LoRALinear.from_base(linear, r=a.shape[1], scale=1.0)
+        wrapped.lora_a = a.astype(mx.float32)
+        wrapped.lora_b = b.astype(mx.float32)
+        updates.append((path, wrapped))
+    if updates:
+        model.update_modules(tree_unflatten(updates))
+    mx.eval(model.parameters())
+
+
+def current_factors(model: nn.Module) -> Factors:
+    return {path: (m.lora_a, m.lora_b) for path, m in model.named_modules() if isinstance(m, LoRALinear)}
