@@ -104,6 +104,11 @@ def models_list(as_json: JsonOpt = False):
         typer.echo(f"{row['name']:<48} {row['size_mb']:>8.1f} MB  {row['path']}")
 
 
+from edge_repair.commands.edits import edits_app  # noqa: E402 - needs the helpers above
+
+app.add_typer(edits_app, name="edits")
+
+
 def main() -> None:
     app(prog_name="edge-repair")
 
