@@ -1,0 +1,49 @@
+"""The packaged data sets: facts to forget, misinformation, refusals (D_ref), retain prompts (D_r),
+chat probes and held-out text. Each call reads the file afresh; nothing is cached here."""
+
+import json
+import re
+from importlib import resources
+
+
+def _read(name: str) -> str:
+    return resources.files("edge_repair").joinpath("data", name).read_text(encoding="utf-8")
+
+
+def _json(name: str):
+    return json.loads(_read(name))
+
+
+def facts() -> list[dict]:
+    """Facts the base model answers correctly on the question, 3 paraphrases and a held-out phrasing."""
+    return _json("facts.json")
+
+
+def misinformation() -> list[dict]:
+    """Questions the base model answers wrongly and consistently, with the wrong and correct answers."""
+    return _json("misinformation.json")
+
+
+def refusals() -> list[str]:
+    """D_ref: generic natural refusal texts."""
+    return _json("refusals.json")
+
+
+def retain_prompts() -> list[str]:
+    """D_r: generic user prompts unrelated to any fact in facts()."""
+    return _json("retain_prompts.json")
+
+
+def chat_probes() -> list[str]:
+    """Ordinary chat prompts whose replies should stay essentially unchanged after an edit."""
+    return _json("chat_probes.json")
+
+
+def heldout_text() -> str:
+    """Original plain English prose for perplexity."""
+    return _read("heldout.txt")
+
+
+def mentions(text: str, names: list[str]) -> bool:
+    """True if any name occurs in text as a whole word (case-insensitive; a plural 's'/'es' is allowed)."""
+    return any(re.search(rf"(?<!\w){re.escape(n)}(?:s|es)?(?!\w)", text, re.IGNORECASE) for n in names)
