@@ -107,6 +107,8 @@ def models_list(as_json: JsonOpt = False):
 from edge_repair.commands.edits import edits_app  # noqa: E402 - needs the helpers above
 
 app.add_typer(edits_app, name="edits")
+from edge_repair.commands.forget import EXAMPLES as FORGET_EXAMPLES, forget_command  # noqa: E402
+app.command("forget", epilog=FORGET_EXAMPLES)(forget_command)
 
 
 def main() -> None:

@@ -1,0 +1,104 @@
+"""Deterministic reading of a forget instruction: is it one, and what does it point at?
+
+Anchored on an imperative addressed to the assistant at the start of a clause, so "don't forget
+to call mum", "I forgot my keys" and "how do I make my phone forget a wifi network" never match.
+"""
+
+import re
+from dataclasses import dataclass
+
+from edge_repair.pipeline.screen import clauses, own_text
+
+_LEAD = (r"^(?:(?:ok(?:ay)?|so|now|hey|alright|also|and|but|then|well|actually|yes|right|sorry|thanks)\b\W*)*"
+         r"(?:please\s+)?"
+         r"(?:(?:can|could|would|will)\s+you\s+(?:please\s+)?"
+         r"|i\s+(?:want|need|would\s+like|'d\s+like)\s+you\s+to\s+"
+         r"|you\s+(?:should|must|need\s+to|have\s+to)\s+"
+         r"|(?:go\s+ahead\s+and|make\s+sure\s+(?:that\s+)?you)\s+)?"
+         r"(?:please\s+)?")
+_FORGET = r"(?:forget|unlearn)"
+_EDIT = r"(?:remove|delete|erase|wipe|purge|scrub|get\s+rid\s+of|discard)"
+_MEMORY = r"(?:\s+(?:from|out\s+of)\s+(?:your\s+)?(?:memory|knowledge|training(?:\s+data)?|weights|brain|mind|model))"
+_POINTER = (r"(?:this|that|it|this\s+one|that\s+one|all\s+(?:of\s+)?(?:this|that)"
+            r"|(?:your|the)\s+(?:last\s+|previous\s+|earlier\s+)?(?:answer|response|reply|statement|claim)"
+            r"|(?:this|that)\s+(?:answer|response|reply|information|info|fact|claim|statement|data)"
+            r"|what\s+you\s+(?:just\s+)?(?:said|told\s+me|wrote|answered))")
+_KNOWLEDGE = (r"(?:everything|anything|all|all\s+(?:the\s+)?(?:information|info|data|knowledge|facts|details)"
+              r"|(?:any|the)\s+(?:information|info|data|knowledge|facts?|details)"
+              r"|what(?:ever)?\s+you\s+(?:know|remember|learned|have))"
+              r"(?:\s+you\s+(?:know|have|remember))?\s+(?:about|on|of|regarding|concerning|related\s+to)\s+")
+_RETRACTION = re.compile(r"^(?:about\s+)?(?:it|that|this)?\s*(?:for\s+now)?$"
+                         r"|^(?:about\s+)?(?:what\s+)?i\s+(?:just\s+)?(?:said|asked|wrote|typed|meant)"
+                         r"|^(?:about\s+)?(?:my|the)\s+(?:last\s+|previous\s+)?(?:question|message|request|typo)"
+                         r"|^(?:all\s+)?(?:the\s+|your\s+)?(?:previous|prior|above|earlier)?\s*(?:instructions|rules|prompt)"
+                         r"|^to\b|^the\s+rest", re.I)
+_CORRECTION = re.compile(r"\b(?:wrong|incorrect|not\s+(?:true|correct|right)|false|inaccurate|untrue|mistaken|a\s+lie)\b", re.I)
+_NOT_WANTED = re.compile(r"^i\s+(?:do\s+not|don't)\s+want\s+you\s+to\s+(?:know|remember)\s+(?:anything\s+)?(?:about\s+)?(?P<t>.+)$", re.I)
+
+_TRAILING = r"(?:\s+(?:anymore|any\s+more|again|please|for\s+me|for\s+good|forever|completely|entirely|now|right\s+now))+$"
+
+
+@dataclass
+class Intent:
+    kind: str          # "pointer" (this/that: the last exchange) | "subject" | "question" | "fact"
+    target: str = ""   # the words naming what to forget ("" for a pointer)
+    correction: bool = False  # the user says the answer was wrong (misinformation)
+
+
+def read_instruction(message: str) -> Intent | None:
+    """The forget intent in the user's own words, or None when the message is ordinary chat."""
+    text = own_text(message)
+    if not text:
+        return None
+    correction = bool(_CORRECTION.search(text))
+    for clause in clauses(text):
+        intent = _read_clause(clause, correction)
+        if intent:
+            return intent
+    return None
+
+
+def mentions_forgetting(message: str) -> bool:
+    """Any forgetting vocabulary at all in the user's own words (the model looks closer at these)."""
+    text = own_text(message)
+    return bool(re.search(rf"\b(?:forget\w*|forgot\w*|unlearn\w*|{_EDIT})\b", text, re.I))
+
+
+def _read_clause(clause: str, correction: bool) -> Intent | None:
+    unwanted = _NOT_WANTED.match(clause)
+    if unwanted:
+        return Intent("subject", re.sub(_TRAILING, "", unwanted["t"], flags=re.I).strip(), correction)
+    lead = re.match(_LEAD, clause, re.I)
+    rest = clause[lead.end():] if lead else clause
+    verb = re.match(rf"(?P<v>{_FORGET}|{_EDIT})\b\s*(?:about\s+)?", rest, re.I)
+    if not verb:
+        return None
+    obj = rest[verb.end():].strip()
+    forgetting = re.match(_FORGET, verb["v"], re.I) is not None
+    return _read_object(obj, forgetting, correction)
+
+
+def _read_object(obj: str, forgetting: bool, correction: bool) -> Intent | None:
+    obj = re.sub(_TRAILING, "", obj, flags=re.I).strip()
+    stripped = re.sub(rf"{_MEMORY}$", "", obj, flags=re.I).strip()
+    from_memory, obj = stripped != obj, stripped
+    if re.fullmatch(_POINTER, obj, re.I):
+        if obj.lower() == "it" and forgetting and not correction:
+            return None  # "forget it" is an idiom for "never mind"
+        return Intent("pointer", "", correction)
+    pointer_about = re.match(r"what\s+you\s+(?:just\s+)?(?:said|told\s+me|wrote)\s+about\s+(?P<t>.+)$", obj, re.I)
+    if pointer_about:
+        return Intent("pointer", pointer_about["t"], correction)
+    knowledge = re.match(_KNOWLEDGE, obj, re.I)
+    if knowledge:
+        return Intent("subject", obj[knowledge.end():].strip(), correction)
+    if not (forgetting or from_memory):
+        return None  # "remove the duplicates from this list" is an editing request, not forgetting
+    if not obj or _RETRACTION.match(obj):
+        return None
+    fact = re.match(r"the\s+(?:fact|claim|idea)\s+that\s+(?P<t>.+)$", obj, re.I)
+    if fact:
+        return Intent("fact", fact["t"], correction)
+    if re.match(r"(?:what|who|whom|where|when|which|why|how|whether)\b", obj, re.I):
+        return Intent("question", obj, correction)
+    return Intent("subject", obj, correction)

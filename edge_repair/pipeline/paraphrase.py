@@ -1,0 +1,68 @@
+"""Probe paraphrases of the forget prompt: deterministic templates plus, optionally, the model's own.
+
+Every paraphrase is validated: it must keep the subject, differ from the prompt and stay short,
+so a bad generation can only be dropped, never widen or shift what is forgotten.
+"""
+
+import re
+
+from edge_repair.pipeline.extract import content_words, keeps_subject
+
+MAX_PARAPHRASE_CHARS = 200
+REWRITE = "Rewrite this question with different words. Reply with the new question only.\nQuestion: {prompt}"
+
+
+def template_paraphrases(prompt: str, subject: str) -> list[str]:
+    """Fixed rewrites that keep the subject by construction."""
+    question = prompt.strip()
+    lowered = question[0].lower() + question[1:] if question else question
+    out = [
+        f"Tell me about {subject}.",
+        f"What do you know about {subject}?",
+        f"Can you give me information on {subject}?",
+        f"Quick question: {lowered}",
+        f"{question.rstrip('?.!')}? Please answer briefly.",
+    ]
+    if _looks_like_name(subject):
+        out.append(f"Who is {subject}?")
+    return out
+
+
+def model_paraphrases(patient, prompt: str, count: int, max_tokens: int = 28) -> list[str]:
+    """Greedy rewrites by the model (one generation each); invalid ones are dropped later."""
+    from edge_repair.generation import reply
+
+    out, seed = [], prompt
+    for _ in range(count):
+        text = reply(patient, [{"role": "user", "content": REWRITE.format(prompt=seed)}], max_tokens)
+        line = text.strip().split("\n")[0].strip().strip('"')
+        line = re.sub(r"^(?:new\s+question|question|rewritten(?:\s+question)?)\s*:\s*", "", line, flags=re.I)
+        out.append(line)
+        seed = line or prompt
+    return out
+
+
+def valid_paraphrases(candidates: list[str], prompt: str, subject: str, limit: int = 8) -> list[str]:
+    """Keep candidates that keep the subject, are new and short; order kept, duplicates dropped."""
+    seen = {_key(prompt)}
+    kept = []
+    for text in candidates:
+        text = (text or "").strip()
+        if not text or len(text) > MAX_PARAPHRASE_CHARS or _key(text) in seen:
+            continue
+        if not content_words(subject) or not keeps_subject(text, subject):
+            continue
+        seen.add(_key(text))
+        kept.append(text)
+        if len(kept) == limit:
+            break
+    return kept
+
+
+def _key(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def _looks_like_name(subject: str) -> bool:
+    words = subject.split()
+    return 2 <= len(words) <= 4 and all(w[:1].isupper() for w in words)

@@ -1,0 +1,95 @@
+"""The watchdog: reads the last k turns and decides whether the latest user message asks to forget.
+
+Modes (for honest measurement): "model" (label log-probabilities only), "rules" (deterministic
+reading only) and "combined" (the default): the rules decide what they can read, the model is asked
+only about messages with forgetting vocabulary that the rules neither accept nor recognise as a trap.
+"""
+
+import re
+from dataclasses import dataclass, field
+
+from edge_repair.pipeline.extract import ForgetPair, extract_pair
+from edge_repair.pipeline.intent import Intent, mentions_forgetting, read_instruction
+from edge_repair.pipeline.scoring import label_logprobs
+from edge_repair.pipeline.screen import own_text
+
+MODES = ("combined", "rules", "model")
+QUESTION = ('Message: "{message}"\nIs this message a request for you to forget or delete some information '
+            'from your memory? Answer yes or no.')
+_TRAPS = re.compile(
+    r"\b(?:don't|do\s+not|never|won't|will\s+not|not|didn't|can't|cannot)\s+(?:\w+\s+){0,2}forget"
+    r"|\b(?:forgot|forgotten|forgetting|forgets|forgetful)\b"
+    r"|\b(?:i|we|they|he|she|you)\s+(?:always\s+|often\s+|sometimes\s+|usually\s+)?forget\b"
+    r"|\bhow\s+(?:do|can|to|would|should|does)\b|\?\s*$", re.I)
+
+
+@dataclass
+class WatchdogConfig:
+    mode: str = "combined"
+    history_turns: int = 6        # k: the last k exchanges are read
+    margin: float = 0.35          # model: calibrated yes-minus-no log-prob needed to say "unlearn"
+
+
+@dataclass
+class Detection:
+    unlearn: bool
+    pair: ForgetPair | None = None
+    decided_by: str = "rules"     # "rules" | "model"
+    scores: dict = field(default_factory=dict)
+
+
+class Watchdog:
+    """Classifies the latest user message as chat or unlearn and extracts the forget pair."""
+
+    def __init__(self, model=None, config: WatchdogConfig | None = None):
+        self.model = model
+        self.config = config or WatchdogConfig()
+        if self.config.mode not in MODES:
+            raise ValueError(f"watchdog mode must be one of {MODES}")
+        if self.config.mode != "rules" and model is None:
+            raise ValueError("the model and combined watchdogs need a model")
+        self._bias: float | None = None  # content-free calibration, computed on first use
+
+    def inspect(self, message: str, history: list[dict]) -> Detection:
+        recent = history[-2 * self.config.history_turns:] if self.config.history_turns else []
+        mode = self.config.mode
+        if mode == "model":
+            return self._by_model(message, recent)
+        intent = read_instruction(message)
+        if intent is not None:
+            return Detection(True, extract_pair(intent, recent), "rules")
+        if mode == "rules" or not self._worth_asking(message):
+            return Detection(False, None, "rules")
+        return self._by_model(message, recent)
+
+    def _worth_asking(self, message: str) -> bool:
+        text = own_text(message)
+        return bool(text) and mentions_forgetting(text) and not _TRAPS.search(text)
+
+    def _by_model(self, message: str, history: list[dict]) -> Detection:
+        text = own_text(message)
+        if not text:  # pasted or quoted material never triggers, whoever judges it
+            return Detection(False, None, "model")
+        gap = self.model_gap(text)
+        if gap < self.config.margin:
+            return Detection(False, None, "model", {"gap": gap})
+        return Detection(True, extract_pair(fallback_intent(text), history), "model", {"gap": gap})
+
+    def model_gap(self, text: str) -> float:
+        """log P(yes) - log P(no), minus the same gap for a content-free message (calibration)."""
+        if self._bias is None:
+            self._bias = self._raw_gap("N/A")
+        return self._raw_gap(text) - self._bias
+
+    def _raw_gap(self, text: str) -> float:
+        prompt = [{"role": "user", "content": QUESTION.format(message=text[:300])}]
+        yes, no = label_logprobs(self.model, prompt, ["Yes", "No"])
+        return yes - no
+
+
+def fallback_intent(text: str) -> Intent:
+    """When only the model saw a request: a named subject after about/of, else the last exchange."""
+    named = re.search(r"\b(?:about|of|regarding|on)\s+(?P<t>[^.?!,;]+)", text, re.I)
+    if named:
+        return Intent("subject", named["t"].strip())
+    return Intent("pointer")
