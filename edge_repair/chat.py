@@ -20,12 +20,22 @@ Just saying "forget ..." works too: the watchdog notices and asks you to confirm
 class ChatSession:
     """Dialogue history plus the patient; `history` is what the watchdog reads (last k turns)."""
 
-    def __init__(self, patient, max_tokens=256, temp=0.0, system=None):
+    def __init__(self, patient, max_tokens=256, temp=0.0, system=None, pipeline=None):
         self.patient = patient
         self.max_tokens = max_tokens
         self.temp = temp
         self.system = system
         self.history: list[dict] = []
+        self._pipeline = pipeline
+
+    @property
+    def pipeline(self):
+        """The RePAIR pipeline (watchdog, surgeon, engine, store); every role is the patient by default."""
+        if self._pipeline is None:
+            from edge_repair.pipeline.pipeline import default_pipeline
+
+            self._pipeline = default_pipeline(self.patient)
+        return self._pipeline
 
     def messages(self, user_text: str) -> list[dict]:
         head = [{"role": "system", "content": self.system}] if self.system else []
@@ -51,11 +61,15 @@ def _write(piece: str) -> None:
     sys.stdout.flush()
 
 
-def run_chat(model=None, max_tokens=256, temp=0.0, system=None, input_fn=input) -> None:
+def run_chat(model=None, max_tokens=256, temp=0.0, system=None, input_fn=input, watchdog=None) -> None:
     from edge_repair.chat_commands import handle_line
+    from edge_repair.loading import load_patient
+    from edge_repair.pipeline.pipeline import default_pipeline
     from edge_repair.session import open_patient
 
-    session = ChatSession(open_patient(model), max_tokens, temp, system)
+    patient = open_patient(model)
+    pipeline = default_pipeline(patient, load_patient(watchdog) if watchdog else None)
+    session = ChatSession(patient, max_tokens, temp, system, pipeline)
     typer.echo("edge-repair chat — !help for commands, !quit to leave", err=True)
     while True:
         try:

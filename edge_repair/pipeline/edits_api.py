@@ -23,3 +23,8 @@ def list_edits() -> list:
 
 def undo_edit(edit_id: str):
     return _store_function("undo_edit")(edit_id)
+
+
+def reapply_edits(patient) -> list[str]:
+    """Make the in-memory patient match the store again (after an undo)."""
+    return list(_store_function("apply_active_edits")(patient))

@@ -25,7 +25,8 @@ _POINTER = (r"(?:this|that|it|this\s+one|that\s+one|all\s+(?:of\s+)?(?:this|that
             r"|what\s+you\s+(?:just\s+)?(?:said|told\s+me|wrote|answered))")
 _KNOWLEDGE = (r"(?:everything|anything|all|all\s+(?:the\s+)?(?:information|info|data|knowledge|facts|details)"
               r"|(?:any|the)\s+(?:information|info|data|knowledge|facts?|details)"
-              r"|what(?:ever)?\s+you\s+(?:know|remember|learned|have))"
+              r"|what(?:ever)?\s+you\s+(?:know|remember|learned|have)"
+              r"|(?:all\s+)?your\s+(?:knowledge|memory|memories|information|info|data))"
               r"(?:\s+you\s+(?:know|have|remember))?\s+(?:about|on|of|regarding|concerning|related\s+to)\s+")
 _RETRACTION = re.compile(r"^(?:about\s+)?(?:it|that|this)?\s*(?:for\s+now)?$"
                          r"|^(?:about\s+)?(?:what\s+)?i\s+(?:just\s+)?(?:said|asked|wrote|typed|meant)"

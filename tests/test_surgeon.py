@@ -1,0 +1,69 @@
+import json
+
+import pytest
+
+from edge_repair.pipeline.extract import ForgetPair, keeps_subject
+from edge_repair.pipeline.paraphrase import valid_paraphrases
+from edge_repair.pipeline.plan import RepairPlan, default_plan, plan_from_json, plan_problems, to_request
+from edge_repair.pipeline.surgeon import Surgeon, SurgeonConfig
+
+PAIR = ForgetPair("What is the capital of France?", None, "capital of France", "instruction")
+
+
+@pytest.mark.parametrize("change", [
+    {"method": "rm -rf"}, {"layers": [99]}, {"layers": [True]}, {"layers": "all"}, {"rank": 0}, {"rank": 1000},
+    {"strength": 50.0}, {"task": "exec"}, {"subject": ""}, {"paraphrases": ["Tell me about Germany."]},
+    {"paraphrases": ["x" * 500]},
+])
+def test_out_of_bounds_plans_are_invalid(change):
+    plan = RepairPlan(**{"subject": "capital of France", **change})
+    assert plan_problems(plan, num_layers=30)
+
+
+def test_a_plan_within_bounds_is_valid():
+    plan = RepairPlan(method="stamp", layers=[3, 7], rank=8, strength=1.5, task="harmful", subject="capital of France",
+                      paraphrases=["Which city is the capital of France?"])
+    assert plan_problems(plan, num_layers=30) == []
+
+
+@pytest.mark.parametrize("text", ["__import__('os').system('ls')", "[1, 2]", '{"method": "stamp", "code": "print(1)"}',
+                                  '{"method": "evil", "subject": "France"}'])
+def test_json_plans_that_are_not_valid_data_fall_back_to_the_default(text):
+    plan, problems = plan_from_json(text, num_layers=30)
+    assert problems and plan.method == default_plan().method and plan.paraphrases == []
+
+
+def test_a_valid_json_plan_is_used():
+    text = json.dumps({"method": "stamp", "layers": [2], "rank": 4, "strength": 1.0, "subject": "France"})
+    plan, problems = plan_from_json(text, num_layers=30)
+    assert problems == [] and plan.method == "stamp" and plan.layers == [2]
+
+
+def test_paraphrase_validation_keeps_only_new_phrasings_that_keep_the_subject():
+    kept = valid_paraphrases(["What is the capital of France?", "Which city is France's capital?",
+                              "Name the capital of France.", "Name the capital of France.", "", "What is Paris?"],
+                             PAIR.prompt, PAIR.subject)
+    assert kept == ["Name the capital of France."]
+
+
+def test_surgeon_without_a_model_gives_a_valid_plan_for_the_engine():
+    plan, report = Surgeon(None).plan(PAIR, num_layers=30)
+    assert report.valid and plan.task == "general" and len(plan.paraphrases) >= 3
+    assert all(keeps_subject(p, PAIR.subject) for p in plan.paraphrases)
+    request = to_request(plan, PAIR)
+    assert request.prompt == PAIR.prompt and request.subject == "capital of France" and request.paraphrases
+
+
+def test_a_correction_is_planned_as_misinformation():
+    pair = ForgetPair("What is the pH of water?", "The pH of water is 5.", "pH of water", "history", correction=True)
+    plan, report = Surgeon(None).plan(pair, num_layers=30)
+    assert report.valid and plan.task == "misinformation"
+
+
+def test_surgeon_with_a_tiny_model_stays_valid(tiny_model_dir):
+    from edge_repair.loading import load_patient
+
+    surgeon = Surgeon(load_patient(str(tiny_model_dir)), SurgeonConfig(model_paraphrases=1))
+    plan, report = surgeon.plan(PAIR, num_layers=4)
+    assert report.valid and plan.task in ("personal", "harmful", "general")
+    assert report.proposed_paraphrases > report.kept_paraphrases  # the random model's rewrite is dropped
