@@ -7,7 +7,7 @@ from edge_repair.pipeline.intent import Intent
 
 STOP_WORDS = frozenset(
     "a an the of in on at to for from by with about and or is are was were be been do does did what who whom "
-    "where when which why how whether my your his her its our their this that these those me you it".split()
+    "where when which why how whether my your his her its our their this that these those me you it there here many much".split()
 )
 _WH_COPULA = re.compile(r"^(?P<wh>what|who|whom|where|when|which|why|how\s+\w+|how)\s+(?P<np>.+?)\s+(?P<cop>is|are|was|were)$", re.I)
 _HOW_TO = re.compile(r"^how\s+to\s+(?P<rest>.+)$", re.I)
@@ -86,11 +86,14 @@ def strip_determiners(text: str) -> str:
 def subject_of(question: str) -> str:
     """The subject of a question: its longest run of capitalised words, else what follows about/of/is."""
     body = re.sub(r"^\W*\w+", "", question.strip())  # the first word is capitalised anyway
-    names = re.findall(r"(?:[A-Z][\w'.-]*)(?:\s+(?:of\s+|the\s+|de\s+)?[A-Z][\w'.-]*)*", body)
+    names = re.findall(r"\b(?:[A-Z][\w'.-]*)(?:\s+(?:of\s+|the\s+|de\s+)?[A-Z][\w'.-]*)*", body)
+    names = [n.strip(" .?!") for n in names if content_words(n)]
     if names:
-        return max(names, key=len).strip(" .?!")
-    tail = re.search(r"\b(?:about|of|is|are|was|were|does|do)\s+(?P<np>[^?.!]+)", question, re.I)
-    return strip_determiners(tail["np"] if tail else question)
+        return max(names, key=len)
+    for tail in re.finditer(r"\b(?:about|of|is|are|was|were|does|do)\s+(?P<np>[^?.!]+)", question, re.I):
+        if content_words(tail["np"]):
+            return strip_determiners(tail["np"])
+    return " ".join(content_words(question)) or question.strip(" ?.!")
 
 
 def _mentioning(past: list[tuple[str, str]], subject: str) -> tuple[str, str] | None:

@@ -71,7 +71,7 @@ def _read_clause(clause: str, correction: bool) -> Intent | None:
         return Intent("subject", re.sub(_TRAILING, "", unwanted["t"], flags=re.I).strip(), correction)
     lead = re.match(_LEAD, clause, re.I)
     rest = clause[lead.end():] if lead else clause
-    verb = re.match(rf"(?P<v>{_FORGET}|{_EDIT})\b\s*(?:about\s+)?", rest, re.I)
+    verb = re.match(rf"(?P<v>{_FORGET}|{_EDIT})(?![\w-])\s*(?:about\s+)?", rest, re.I)
     if not verb:
         return None
     obj = rest[verb.end():].strip()
