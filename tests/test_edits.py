@@ -5,15 +5,29 @@ import mlx_lm
 import pytest
 
 from edge_repair.edits import store
-from edge_repair.engine.lowrank import set_factors, stack
+from edge_repair.edits.adapters import module_shapes
+from edge_repair.engine.lowrank import LowRankEdit, set_factors, stack
 from edge_repair.errors import EditError, StateError
 from edge_repair.loading import load_patient
 from edge_repair.paths import home_dir
-from tests.edit_helpers import random_edit
 from tests.test_cli import one_line_error, run
 from tests.tiny import make_model_dir
 
 TOKENS = mx.array([[5, 40, 77, 120, 9, 200]])
+PREFIX = "model.layers."
+
+
+def random_edit(model, layers=(1,), rank=2, seed=0, keys=("mlp.gate_proj", "mlp.down_proj"), scale=0.5, info=None):
+    """A random edit of the given layers (also used by the crash test's child processes)."""
+    shapes = module_shapes(model)
+    mx.random.seed(seed)
+    factors = {}
+    for layer in layers:
+        for key in keys:
+            in_dims, out_dims = shapes[f"{PREFIX}{layer}.{key}"]
+            factors[f"{PREFIX}{layer}.{key}"] = (mx.random.normal((in_dims, rank)) * scale,
+                                                  mx.random.normal((rank, out_dims)) * scale)
+    return LowRankEdit(factors, info if info is not None else {"method": "stamp-lr", "verified": True, "rank": rank})
 
 
 def logits(model):
@@ -155,3 +169,15 @@ def test_damaged_edit_factors_are_reported(tiny_model_dir):
         store.apply_active_edits(patient)
     store.undo_edit(edit_id)  # the way out works even when the edit is damaged
     assert store.apply_active_edits(patient) == []
+
+
+@pytest.mark.slow
+def test_real_model_adapter_matches_in_stock_mlx_lm(default_model_dir):
+    patient = load_patient(str(default_model_dir))
+    store.record_edit(patient, random_edit(patient.model, layers=(16,), rank=4, scale=0.05))
+    store.apply_active_edits(patient)
+    row = store.list_edits(default_model_dir)[0]
+    model, _ = mlx_lm.load(row["base_model"], adapter_path=row["adapter_path"])
+    ours, theirs = patient.model(TOKENS), model(TOKENS).astype(mx.float32)
+    assert mx.argmax(ours[0, -1]).item() == mx.argmax(theirs[0, -1]).item()
+    assert mx.abs(ours - theirs).max().item() < 0.05 * mx.abs(ours).max().item()

@@ -14,14 +14,14 @@ from edge_repair.loading import load_patient
 from edge_repair.paths import home_dir
 
 TRIES = 24
-PRELOAD = ["edge_repair", "edge_repair.edits.store", "edge_repair.loading", "mlx_lm.models.llama", "tests.edit_helpers"]
+PRELOAD = ["edge_repair", "edge_repair.edits.store", "edge_repair.loading", "mlx_lm.models.llama", "tests.test_edits"]
 
 
 def keep_editing(model_dir: str, home: str, key: str, ready, seed: int) -> None:
     os.environ.update(EDGE_REPAIR_HOME=home, EDGE_REPAIR_KEY=key)
     from edge_repair.edits import store
     from edge_repair.loading import load_patient
-    from tests.edit_helpers import random_edit
+    from tests.test_edits import random_edit
 
     patient = load_patient(model_dir)
     rng = random.Random(seed)

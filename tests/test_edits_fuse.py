@@ -7,7 +7,7 @@ import mlx_lm
 from edge_repair.edits import store
 from edge_repair.edits.fuse import fuse_edits
 from edge_repair.loading import load_patient
-from tests.edit_helpers import random_edit
+from tests.test_edits import random_edit
 from tests.test_cli import one_line_error, run
 
 TOKENS = mx.array([[5, 40, 77, 120, 9, 200]])
