@@ -28,7 +28,7 @@ class _Commands(TyperGroup):
         except KeyboardInterrupt:
             typer.echo("interrupted; nothing was changed", err=True)
             raise typer.Exit(130) from None
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except Exception as err:  # noqa: BLE001 - last line of defence, never a traceback
             if os.environ.get(DEBUG_VARIABLE):
