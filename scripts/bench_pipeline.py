@@ -1,0 +1,121 @@
+"""RePAIR pipeline benchmark (paper Table 3) on the scripted dialogues in edge_repair/data/dialogues.json.
+
+Reports, per watchdog mode (model alone, rules alone, combined): request detected %, false-positive %
+(and false positives from pasted/quoted/model text), pair extraction %; for the combined watchdog:
+valid plan %, request satisfied % (verified forgetting), refusal (IDK) % and seconds per stage.
+Prints only numbers and dialogue ids, never dialogue text.
+
+  nice -n 10 python scripts/bench_pipeline.py [--model DIR] [--edits 10] [--json]
+"""
+
+import argparse
+import json
+import statistics
+import time
+from importlib import resources
+
+import edge_repair  # noqa: F401 - loads OpenBLAS before mlx
+from edge_repair.loading import load_patient
+from edge_repair.pipeline.plan import to_request
+from edge_repair.pipeline.surgeon import Surgeon, SurgeonConfig
+from edge_repair.pipeline.watchdog import MODES, Watchdog, WatchdogConfig
+
+PASTED = {"quoted", "pasted", "quote-line", "code", "model-output"}
+
+
+def pct(hits: int, total: int):
+    return round(100.0 * hits / total, 1) if total else None
+
+
+def load_dialogues() -> list[dict]:
+    return json.loads(resources.files("edge_repair").joinpath("data", "dialogues.json").read_text())
+
+
+def watchdog_scores(patient, dialogues: list[dict], mode: str) -> tuple[dict, list]:
+    dog = Watchdog(patient, WatchdogConfig(mode=mode))
+    rows = []
+    for d in dialogues:
+        start = time.perf_counter()
+        detection = dog.inspect(d["message"], d["history"])
+        rows.append((d, detection, time.perf_counter() - start))
+    return summarise(rows), rows
+
+
+def summarise(rows: list) -> dict:
+    requests = [(d, x) for d, x, _ in rows if d["expect"] == "unlearn"]
+    chats = [(d, x) for d, x, _ in rows if d["expect"] == "chat"]
+    pasted = [(d, x) for d, x in chats if d.get("trap") in PASTED]
+    with_prompt = [(d, x) for d, x in requests if d.get("prompt")]
+    return {
+        "detected_pct": pct(sum(x.unlearn for _, x in requests), len(requests)),
+        "false_positive_pct": pct(sum(x.unlearn for _, x in chats), len(chats)),
+        "false_positives_from_pasted": sum(x.unlearn for _, x in pasted),
+        "pair_extracted_pct": pct(sum(bool(x.pair and x.pair.prompt == d["prompt"]) for d, x in with_prompt), len(with_prompt)),
+        "missed": [d["id"] for d, x in requests if not x.unlearn],
+        "false_positive_ids": [d["id"] for d, x in chats if x.unlearn],
+        "watchdog_seconds_mean": round(statistics.mean(s for *_, s in rows), 3),
+        "n_requests": len(requests), "n_chat": len(chats),
+    }
+
+
+def repair_scores(patient, rows: list, max_edits: int, model_paraphrases: int) -> dict:
+    from edge_repair.engine.forget import forget
+    from edge_repair.engine.lowrank import current_factors, set_factors
+    from edge_repair.pipeline.retain import retain_prompts_for
+
+    surgeon = Surgeon(patient, SurgeonConfig(model_paraphrases=model_paraphrases))
+    pairs = [x.pair for d, x, _ in rows if d["expect"] == "unlearn" and x.unlearn and x.pair]
+    plans, surgeon_s, engine_s, verified, idk, probes, engine_note = [], [], [], 0, 0, 0, None
+    for pair in pairs:
+        plan, report = surgeon.plan(pair, len(patient.model.layers))
+        plans.append(report.valid)
+        surgeon_s.append(report.seconds)
+    for pair in pairs[:max_edits]:
+        plan, _ = surgeon.plan(pair, len(patient.model.layers))
+        before = current_factors(patient.model)
+        start = time.perf_counter()
+        try:
+            result = forget(patient, to_request(plan, pair), retain_prompts_for(pair.subject))
+        except NotImplementedError as err:
+            engine_note = f"engine not available: {err}"
+            break
+        engine_s.append(time.perf_counter() - start)
+        verified += result.verification.verified
+        idk += result.verification.refused
+        probes += result.verification.forget_probes
+        set_factors(patient.model, before)  # each dialogue starts from the unedited patient
+    return {
+        "valid_plan_pct": pct(sum(plans), len(plans)), "plans": len(plans),
+        "surgeon_seconds_mean": round(statistics.mean(surgeon_s), 3) if surgeon_s else None,
+        "edits_run": len(engine_s), "satisfied_pct": pct(verified, len(engine_s)),
+        "idk_pct": pct(idk, probes), "engine_seconds_mean": round(statistics.mean(engine_s), 3) if engine_s else None,
+        "engine_note": engine_note,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="/tmp/er-models/SmolLM2-135M-Instruct-Q4_1")
+    parser.add_argument("--edits", type=int, default=10, help="how many detected requests to run through the engine")
+    parser.add_argument("--model-paraphrases", type=int, default=1)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    patient = load_patient(args.model)
+    dialogues = load_dialogues()
+    report = {}
+    for split, keep in (("main", lambda d: not d["category"].startswith("heldout")),
+                        ("heldout", lambda d: d["category"].startswith("heldout"))):
+        subset = [d for d in dialogues if keep(d)]
+        for mode in MODES:
+            report[f"{split}/{mode}"], rows = watchdog_scores(patient, subset, mode)
+            if split == "main" and mode == "combined":
+                combined_rows = rows
+    report["repair"] = repair_scores(patient, combined_rows, args.edits, args.model_paraphrases)
+    repair, dog = report["repair"], report["main/combined"]
+    stages = [dog["watchdog_seconds_mean"], repair["surgeon_seconds_mean"], repair["engine_seconds_mean"]]
+    report["turnaround_seconds_mean"] = round(sum(s for s in stages if s), 3) if repair["engine_seconds_mean"] else None
+    print(json.dumps(report, indent=None if args.json else 1))
+
+
+if __name__ == "__main__":
+    main()
