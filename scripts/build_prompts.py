@@ -66,7 +66,7 @@ EVERYDAY = [
     "How do I stay focused while working from home?", "What is a good way to learn new vocabulary?",
     "How can I get better at public speaking?", "How do I prepare for a job interview?", "What should I include in a cover letter?",
     "How do I politely decline an invitation?", "What are some tips for making new friends as an adult?",
-    "How do I keep houseplants alive in winter?", "How do I clean a cast iron pan?", "Why does my phone battery drain so fast?",
+    "How do I keep houseplants alive in winter?", "How do I clean a wok after cooking?", "Why does my phone battery drain so fast?",
     "How do I back up the photos on my laptop?", "What is a strong password?", "How does a microwave oven heat food?",
     "Why do onions make people cry?", "Why is the ocean salty?", "How do rainbows form?", "Why do leaves change color in the fall?",
     "What causes thunder?", "How do vaccines work?", "What is the difference between weather and climate?",
