@@ -19,6 +19,7 @@ from edge_repair.loading import load_patient
 from edge_repair.pipeline.plan import to_request
 from edge_repair.pipeline.surgeon import Surgeon, SurgeonConfig
 from edge_repair.pipeline.watchdog import MODES, Watchdog, WatchdogConfig
+from edge_repair.progress import status
 
 PASTED = {"quoted", "pasted", "quote-line", "code", "model-output"}
 
@@ -66,10 +67,13 @@ def repair_scores(patient, rows: list, max_edits: int, model_paraphrases: int) -
     surgeon = Surgeon(patient, SurgeonConfig(model_paraphrases=model_paraphrases))
     pairs = [x.pair for d, x, _ in rows if d["expect"] == "unlearn" and x.unlearn and x.pair]
     plans, surgeon_s, engine_s, verified, idk, probes, engine_note = [], [], [], 0, 0, 0, None
+    model_kept = 0
     for pair in pairs:
         plan, report = surgeon.plan(pair, len(patient.model.layers))
         plans.append(report.valid)
         surgeon_s.append(report.seconds)
+        model_kept += report.model_paraphrases_kept
+    status(f"surgeon: {len(pairs)} plans in {sum(surgeon_s):.0f} s")
     for pair in pairs[:max_edits]:
         plan, _ = surgeon.plan(pair, len(patient.model.layers))
         before = current_factors(patient.model)
@@ -86,6 +90,7 @@ def repair_scores(patient, rows: list, max_edits: int, model_paraphrases: int) -
         set_factors(patient.model, before)  # each dialogue starts from the unedited patient
     return {
         "valid_plan_pct": pct(sum(plans), len(plans)), "plans": len(plans),
+        "model_paraphrases_kept_pct": pct(model_kept, len(pairs) * model_paraphrases),
         "surgeon_seconds_mean": round(statistics.mean(surgeon_s), 3) if surgeon_s else None,
         "edits_run": len(engine_s), "satisfied_pct": pct(verified, len(engine_s)),
         "idk_pct": pct(idk, probes), "engine_seconds_mean": round(statistics.mean(engine_s), 3) if engine_s else None,
@@ -98,6 +103,7 @@ def main() -> None:
     parser.add_argument("--model", default="/tmp/er-models/SmolLM2-135M-Instruct-Q4_1")
     parser.add_argument("--edits", type=int, default=10, help="how many detected requests to run through the engine")
     parser.add_argument("--model-paraphrases", type=int, default=1)
+    parser.add_argument("--modes", default=",".join(MODES), help="watchdog modes to measure (combined is needed)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     patient = load_patient(args.model)
@@ -106,8 +112,10 @@ def main() -> None:
     for split, keep in (("main", lambda d: not d["category"].startswith("heldout")),
                         ("heldout", lambda d: d["category"].startswith("heldout"))):
         subset = [d for d in dialogues if keep(d)]
-        for mode in MODES:
+        for mode in args.modes.split(","):
+            start = time.perf_counter()
             report[f"{split}/{mode}"], rows = watchdog_scores(patient, subset, mode)
+            status(f"watchdog {split}/{mode}: {len(subset)} dialogues in {time.perf_counter() - start:.0f} s")
             if split == "main" and mode == "combined":
                 combined_rows = rows
     report["repair"] = repair_scores(patient, combined_rows, args.edits, args.model_paraphrases)

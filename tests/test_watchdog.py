@@ -100,7 +100,8 @@ def test_combined_asks_the_model_only_about_unread_forgetting_words(tiny_model_d
     dog = Watchdog(load_patient(str(tiny_model_dir)))
     assert dog.inspect("Don't forget to call mum", []).scores == {}
     assert dog.inspect("What is the capital of France?", []).scores == {}
-    assert "gap" in dog.inspect("Wipe Maya Taylor clean", []).scores  # edit verb, no memory object: ask
+    assert dog.inspect("Wipe Maya Taylor clean", []).scores == {}  # an imperative the rules declined is final
+    assert "gap" in dog.inspect("Make yourself forget Maya Taylor", []).scores  # words the rules cannot place
 
 
 def test_keeps_subject_needs_every_content_word():

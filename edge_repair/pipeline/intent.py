@@ -62,7 +62,17 @@ def read_instruction(message: str) -> Intent | None:
 def mentions_forgetting(message: str) -> bool:
     """Any forgetting vocabulary at all in the user's own words (the model looks closer at these)."""
     text = own_text(message)
-    return bool(re.search(rf"\b(?:forget\w*|forgot\w*|unlearn\w*|{_EDIT})\b", text, re.I))
+    return bool(re.search(r"\b(?:forget\w*|forgot\w*|unlearn\w*|erase|wipe|purge)\b", text, re.I))
+
+
+def has_imperative(message: str) -> bool:
+    """Some clause starts with a forget/edit verb addressed to the assistant (read, accepted or not)."""
+    text = own_text(message)
+    for clause in clauses(text):
+        lead = re.match(_LEAD, clause, re.I)
+        if re.match(rf"(?:{_FORGET}|{_EDIT})(?![\w-])", clause[lead.end():] if lead else clause, re.I):
+            return True
+    return False
 
 
 def _read_clause(clause: str, correction: bool) -> Intent | None:

@@ -37,6 +37,7 @@ class SurgeonReport:
     problems: list[str] = field(default_factory=list)
     proposed_paraphrases: int = 0
     kept_paraphrases: int = 0
+    model_paraphrases_kept: int = 0
     seconds: float = 0.0
 
 
@@ -48,15 +49,17 @@ class Surgeon:
     def plan(self, pair: ForgetPair, num_layers: int) -> tuple[RepairPlan, SurgeonReport]:
         start = time.perf_counter()
         task = self.task_of(pair)
-        candidates = template_paraphrases(pair.prompt, pair.subject)
+        generated = []
         if self.model is not None and self.config.model_paraphrases:
-            candidates = model_paraphrases(self.model, pair.prompt, self.config.model_paraphrases) + candidates
+            generated = model_paraphrases(self.model, pair.prompt, self.config.model_paraphrases)
+        candidates = generated + template_paraphrases(pair.prompt, pair.subject)
         kept = valid_paraphrases(candidates, pair.prompt, pair.subject, self.config.max_paraphrases)
         plan = RepairPlan(task=task, subject=pair.subject, paraphrases=kept, **PRESETS[task])
         problems = plan_problems(plan, num_layers)
         if problems:
             plan = default_plan(pair.subject)
-        report = SurgeonReport(not problems, problems, len(candidates), len(kept), time.perf_counter() - start)
+        from_model = len(valid_paraphrases(generated, pair.prompt, pair.subject))
+        report = SurgeonReport(not problems, problems, len(candidates), len(kept), from_model, time.perf_counter() - start)
         return plan, report
 
     def task_of(self, pair: ForgetPair) -> str:

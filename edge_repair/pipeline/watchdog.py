@@ -2,14 +2,14 @@
 
 Modes (for honest measurement): "model" (label log-probabilities only), "rules" (deterministic
 reading only) and "combined" (the default): the rules decide what they can read, the model is asked
-only about messages with forgetting vocabulary that the rules neither accept nor recognise as a trap.
+only about forgetting words outside any imperative the rules parsed and outside known traps.
 """
 
 import re
 from dataclasses import dataclass, field
 
 from edge_repair.pipeline.extract import ForgetPair, extract_pair
-from edge_repair.pipeline.intent import Intent, mentions_forgetting, read_instruction
+from edge_repair.pipeline.intent import Intent, has_imperative, mentions_forgetting, read_instruction
 from edge_repair.pipeline.scoring import label_logprobs
 from edge_repair.pipeline.screen import own_text
 
@@ -17,7 +17,8 @@ MODES = ("combined", "rules", "model")
 QUESTION = ('Message: "{message}"\nIs this message a request for you to forget or delete some information '
             'from your memory? Answer yes or no.')
 _TRAPS = re.compile(
-    r"\b(?:don't|do\s+not|never|won't|will\s+not|not|didn't|can't|cannot)\s+(?:\w+\s+){0,2}forget"
+    r"\b(?:don't|do\s+not|never|won't|will\s+not|not|didn't|can't|cannot)\s+(?:\w+\s+){0,2}(?:forget|delete|remove|erase)"
+    r"|\blet(?:'s|\s+us)\s+forget"
     r"|\b(?:forgot|forgotten|forgetting|forgets|forgetful)\b"
     r"|\b(?:i|we|they|he|she|you)\s+(?:always\s+|often\s+|sometimes\s+|usually\s+)?forget\b"
     r"|\bhow\s+(?:do|can|to|would|should|does)\b|\?\s*$", re.I)
@@ -27,7 +28,7 @@ _TRAPS = re.compile(
 class WatchdogConfig:
     mode: str = "combined"
     history_turns: int = 6        # k: the last k exchanges are read
-    margin: float = 0.35          # model: calibrated yes-minus-no log-prob needed to say "unlearn"
+    margin: float = 1.0          # model: calibrated yes-minus-no log-prob needed to say "unlearn"
 
 
 @dataclass
@@ -63,8 +64,9 @@ class Watchdog:
         return self._by_model(message, recent)
 
     def _worth_asking(self, message: str) -> bool:
+        """Forgetting words the rules could not place: an imperative they parsed and declined is final."""
         text = own_text(message)
-        return bool(text) and mentions_forgetting(text) and not _TRAPS.search(text)
+        return bool(text) and mentions_forgetting(text) and not has_imperative(text) and not _TRAPS.search(text)
 
     def _by_model(self, message: str, history: list[dict]) -> Detection:
         text = own_text(message)
