@@ -7,21 +7,20 @@ and any plan that fails validation is replaced by a safe default (and reported a
 import json
 from dataclasses import asdict, dataclass, field
 
-from edge_repair.engine.forget import ForgetRequest
+from edge_repair.engine.forget import METHODS, ForgetRequest
 from edge_repair.pipeline.extract import ForgetPair, keeps_subject
 
-METHODS = ("stamp-lr", "stamp")
 TASKS = ("personal", "misinformation", "harmful", "general")
 RANK_BOUNDS = (1, 64)
 STRENGTH_BOUNDS = (0.25, 2.0)
-MAX_LAYERS = 8
+MAX_LAYERS = 16
 MAX_PARAPHRASES = 8
 MAX_TEXT = 200
 
 
 @dataclass
 class RepairPlan:
-    method: str = "stamp-lr"
+    method: str = METHODS[0]
     layers: str | list[int] = "auto"
     rank: int | None = None
     strength: float = 1.0

@@ -1,0 +1,115 @@
+"""Activation capture without hooks: wrap the layers we need, run only up to the last of them.
+
+MLX has no forward hooks, so (like mlx-lm's GPTQ `Catcher`) we swap in small wrapper modules
+that record what passes through, and stop the forward pass after the deepest layer needed.
+Prompts of different lengths are right-padded into one batch: with a causal mask, padding after
+the real tokens cannot change them.
+"""
+
+from dataclasses import dataclass
+
+import mlx.core as mx
+import mlx.nn as nn
+
+
+class _Stop(Exception):
+    pass
+
+
+class _MLPTap(nn.Module):
+    """Records the MLP input (after the pre-MLP norm) and output at one layer."""
+
+    def __init__(self, mlp, record: dict, index: int):
+        super().__init__()
+        self.mlp, self._record, self._index = mlp, record, index
+
+    def __call__(self, x):
+        out = self.mlp(x)
+        self._record.setdefault("mlp_in", {})[self._index] = x
+        self._record.setdefault("mlp_out", {})[self._index] = out
+        return out
+
+
+class _BlockTap(nn.Module):
+    """Records the residual stream after one transformer block; stops after the deepest."""
+
+    def __init__(self, block, record: dict, index: int, last: bool):
+        super().__init__()
+        self.block, self._record, self._index, self._last = block, record, index, last
+
+    def __getattr__(self, name):
+        # Architectures read per-layer attributes (e.g. `use_sliding`) while looping over layers.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if "block" not in self:
+                raise
+            return getattr(self["block"], name)
+
+    def __call__(self, *args, **kwargs):
+        h = self.block(*args, **kwargs)
+        self._record.setdefault("resid", {})[self._index] = h
+        if self._last:
+            raise _Stop
+        return h
+
+
+@dataclass
+class Activations:
+    """Per layer: (n_tokens, d) arrays of the real (unpadded) tokens, prompts concatenated."""
+
+    mlp_in: dict[int, mx.array]
+    mlp_out: dict[int, mx.array]
+    resid: dict[int, mx.array]
+    lengths: list[int]
+
+    def rows(self, prompt: int, positions: slice | list[int] | None = None) -> list[int]:
+        """Row indices of prompt `prompt`'s tokens (all, or the given positions, negatives from the end)."""
+        start = sum(self.lengths[:prompt])
+        n = self.lengths[prompt]
+        picked = range(n) if positions is None else (range(n)[positions] if isinstance(positions, slice) else [p % n for p in positions])
+        return [start + p for p in picked]
+
+
+def pad_batch(token_lists: list[list[int]], pad: int = 0) -> mx.array:
+    width = max(len(t) for t in token_lists)
+    return mx.array([t + [pad] * (width - len(t)) for t in token_lists])
+
+
+def capture(model: nn.Module, token_lists: list[list[int]], layers: list[int], batch_size: int = 16) -> Activations:
+    """MLP inputs/outputs and residuals at `layers` for every real token of every prompt."""
+    layers = sorted(set(layers))
+    collected = {"mlp_in": {l: [] for l in layers}, "mlp_out": {l: [] for l in layers}, "resid": {l: [] for l in layers}}
+    for start in range(0, len(token_lists), batch_size):
+        chunk = token_lists[start:start + batch_size]
+        record = _run_tapped(model, pad_batch(chunk), layers)
+        for kind in collected:
+            for l in layers:
+                full = record[kind][l]
+                collected[kind][l].extend(full[i, : len(t)] for i, t in enumerate(chunk))
+    merged = {kind: {l: mx.concatenate(v, axis=0).astype(mx.float32) for l, v in per.items()} for kind, per in collected.items()}
+    for per in merged.values():
+        mx.eval(list(per.values()))
+    return Activations(merged["mlp_in"], merged["mlp_out"], merged["resid"], [len(t) for t in token_lists])
+
+
+def _run_tapped(model: nn.Module, tokens: mx.array, layers: list[int]) -> dict:
+    blocks = model.layers
+    originals = {l: blocks[l] for l in layers}
+    record: dict = {}
+    try:
+        for l in layers:
+            original = originals[l]
+            original.mlp = _MLPTap(original.mlp, record, l)
+            blocks[l] = _BlockTap(original, record, l, last=l == layers[-1])
+        try:
+            model(tokens)
+        except _Stop:
+            pass
+    finally:
+        for l, original in originals.items():
+            blocks[l] = original
+            if isinstance(original.mlp, _MLPTap):
+                original.mlp = original.mlp.mlp
+    mx.eval(record)
+    return record

@@ -1,0 +1,73 @@
+"""The prompts an edit is built and checked with: phrasings, near misses, the refusal context.
+
+Nothing here is written to disk; the caller keeps probes in memory or sealed.
+"""
+
+import re
+
+from edge_repair import datasets
+
+# Fictional questions answered "I don't know.": the context whose residual shift is the target.
+REFUSAL_SHOTS = [
+    ("What is the capital of Zubrowka?", "I don't know."),
+    ("Who wrote the Book of Qarn?", "I don't know."),
+]
+STOPWORDS = set("""a an the is are was were be been of in on at to for from by with and or but it its this that
+these those as what which who whom whose where when why how do does did i you he she they we me my your our
+their his her them us not no yes so very also can could would should will shall may might must than then there
+here about into over under out up down just only some any all each most more other such own same too s t
+tell name called know answer""".split())
+
+
+def probe_prompts(prompt: str, paraphrases: list[str]) -> list[str]:
+    """The forget prompt and its distinct paraphrases, in order."""
+    seen, out = set(), []
+    for p in [prompt, *paraphrases]:
+        key = p.strip().lower()
+        if p.strip() and key not in seen:
+            seen.add(key)
+            out.append(p.strip())
+    return out
+
+
+def refusal_context() -> list[dict]:
+    messages = []
+    for question, answer in REFUSAL_SHOTS:
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    return messages
+
+
+# Substitutes for the subject in near-miss prompts; deliberately disjoint from facts.json's
+# subjects so the benchmark's "other facts kept" stays out of sample.
+SUBSTITUTES = """Spain Italy Portugal Brazil Mexico Kenya Peru Chile Sweden Finland Denmark Austria Belgium
+Switzerland Argentina Colombia Nigeria Morocco Cuba Vietnam Indonesia Iran Pakistan Ukraine oxygen carbon helium
+nitrogen platinum lead Mozart Picasso Einstein Newton Cleopatra Napoleon Beethoven Darwin Tesla Gandhi Everest
+Amazon Sahara Pacific Venus Saturn Mars""".split()
+
+
+def near_miss_prompts(prompts: list[str], subject: str | None, per_prompt: int = 8) -> list[str]:
+    """The forget prompts with their subject swapped for others: the hardest negatives.
+
+    Without a subject found in the prompts, the shipped generic questions stand in.
+    """
+    others = [o for o in SUBSTITUTES if not subject or o.lower() != subject.lower()]
+    if subject and any(subject.lower() in p.lower() for p in prompts):
+        pattern = re.compile(re.escape(subject), re.IGNORECASE)
+        out = []
+        for i, prompt in enumerate(prompts):
+            picks = [others[(i * per_prompt + k) % len(others)] for k in range(per_prompt)]
+            out += [pattern.sub(o, prompt) for o in picks if pattern.search(prompt)]
+        return out
+    return datasets.retain_prompts()[-per_prompt * len(prompts):]
+
+
+def answer_terms(prompt: str, response: str) -> list[str]:
+    """Words of the response's first sentence that carry the answer (not in the prompt, not filler).
+
+    "The capital of France is Paris." for "What is the capital of France?" -> ["Paris"].
+    """
+    first = re.split(r"(?<=[.!?])\s", response.strip(), maxsplit=1)[0]
+    asked = {w.lower() for w in re.findall(r"\w+", prompt)}
+    words = [w for w in re.findall(r"[\w'-]+", first) if w.lower() not in asked and w.lower() not in STOPWORDS]
+    salient = [w for w in words if w[0].isupper() or w[0].isdigit()]
+    return (salient or words)[:3]

@@ -1,0 +1,63 @@
+"""Closed-form solves of STAMP (paper §4.2): arrays in, factors out. No model, no mutation.
+
+All solves are ridge pseudoinverses, X⁺ = (XᵀX + λI)⁻¹Xᵀ (Eq. 8). We solve for the *update*
+ΔW = X⁺(O′ − X W) rather than for W from scratch (Eq. 9 as printed): with n ≪ d rows the
+from-scratch minimum-norm W keeps only what the n rows span and wrecks every other input.
+Rows whose target equals their current output (the retain buffer) pin ΔW to zero there.
+Matrices here are in "x @ W" orientation: W is (d_in, d_out).
+"""
+
+import numpy as np
+
+
+def ridge_pinv_apply(X: np.ndarray, Y: np.ndarray, lam: float, weights: np.ndarray | None = None) -> np.ndarray:
+    """(XᵀΩX + λI)⁻¹ XᵀΩY — the ridge pseudoinverse of X applied to Y (Eq. 8–9), O(d³)."""
+    Xw = X if weights is None else X * weights[:, None]
+    gram = Xw.T @ X
+    gram[np.diag_indices_from(gram)] += lam
+    return np.linalg.solve(gram, Xw.T @ Y)
+
+
+def stamp_update(X: np.ndarray, target: np.ndarray, current: np.ndarray, lam: float) -> np.ndarray:
+    """Full STAMP: the dense ΔW (d_in, d_out) moving X @ W toward `target`; O(d³)."""
+    return ridge_pinv_apply(X, target - current, lam)
+
+
+def low_rank_factors(X: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """X ≈ A B with A (n, r), B (r, d) from a truncated SVD (Eq. 10's factorisation)."""
+    U, S, Vt = np.linalg.svd(X, full_matrices=False)
+    r = min(rank, int((S > S[0] * 1e-6).sum()))
+    return U[:, :r] * S[:r], Vt[:r]
+
+
+def stamp_lr_update(X: np.ndarray, target: np.ndarray, current: np.ndarray, rank: int,
+                    lam: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """STAMP-LR: ΔW = B⁺ A⁺ (O′ − O) as factors (a: d_in×r, b: r×d_out); O(r³ + r²d) after A, B.
+
+    A⁺ = (AᵀA + λI)⁻¹Aᵀ and B⁺ = Bᵀ(BBᵀ)⁻¹ (Eq. 10–11); the product is rank ≤ r, so it is
+    stored as LoRA-style factors and never formed densely.
+    """
+    A, B = low_rank_factors(X, rank)
+    r = A.shape[1]
+    a_pinv = np.linalg.solve(A.T @ A + lam * np.eye(r), A.T)
+    b_pinv = B.T @ np.linalg.inv(B @ B.T)
+    return b_pinv, a_pinv @ (target - current)
+
+
+def steering_vector(reference_out: np.ndarray, forget_out: np.ndarray) -> np.ndarray:
+    """r_SV = mean MLP_l over D_ref − mean MLP_l over D_f (Eq. 4)."""
+    return reference_out.mean(axis=0) - forget_out.mean(axis=0)
+
+
+def constant_direction(X: np.ndarray, lam: float = 1e-2) -> np.ndarray:
+    """c with c·x ≈ 1 on every row: normalised residuals carry a near-constant component,
+    which stands in for the bias that gate_proj/up_proj do not have."""
+    return ridge_pinv_apply(X, np.ones(len(X)), lam)
+
+
+def ridge_classifier(positives: np.ndarray, negatives: np.ndarray, lam: float) -> np.ndarray:
+    """w with w·x ≈ +1 on positives, −1 on negatives; classes balanced by weight."""
+    X = np.concatenate([positives, negatives])
+    t = np.r_[np.ones(len(positives)), -np.ones(len(negatives))]
+    weights = np.r_[np.full(len(positives), len(negatives) / max(len(positives), 1)), np.ones(len(negatives))]
+    return ridge_pinv_apply(X, t, lam, weights)
