@@ -23,11 +23,24 @@ def stamp_update(X: np.ndarray, target: np.ndarray, current: np.ndarray, lam: fl
     return ridge_pinv_apply(X, target - current, lam)
 
 
-def low_rank_factors(X: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
-    """X ≈ A B with A (n, r), B (r, d) from a truncated SVD (Eq. 10's factorisation)."""
-    U, S, Vt = np.linalg.svd(X, full_matrices=False)
-    r = min(rank, int((S > S[0] * 1e-6).sum()))
-    return U[:, :r] * S[:r], Vt[:r]
+def low_rank_factors(X: np.ndarray, rank: int, power_iters: int = 2, oversample: int = 8,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """X ≈ A B with A (n, r), B (r, d) (Eq. 10's factorisation) by a randomized range finder.
+
+    A full SVD costs O(n·d·min(n, d)) — as much as the dense solve STAMP-LR is meant to avoid —
+    so: sketch X's range with r + `oversample` random vectors, sharpen it with a few power
+    iterations (re-orthonormalised), then an exact SVD of the small (r+p, d) projection; O(n·d·r).
+    """
+    n, d = X.shape
+    k = min(rank + oversample, n, d)
+    sketch = np.random.default_rng(seed).standard_normal((d, k)).astype(X.dtype, copy=False)
+    Q, _ = np.linalg.qr(X @ sketch)
+    for _ in range(power_iters):
+        Q, _ = np.linalg.qr(X.T @ Q)
+        Q, _ = np.linalg.qr(X @ Q)
+    U, S, Vt = np.linalg.svd(Q.T @ X, full_matrices=False)
+    r = min(rank, int((S > S[0] * 1e-6).sum())) if S.size and S[0] > 0 else 0
+    return (Q @ U[:, :r]) * S[:r], Vt[:r]
 
 
 def stamp_lr_update(X: np.ndarray, target: np.ndarray, current: np.ndarray, rank: int,
