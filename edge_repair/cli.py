@@ -104,11 +104,13 @@ def models_list(as_json: JsonOpt = False):
         typer.echo(f"{row['name']:<48} {row['size_mb']:>8.1f} MB  {row['path']}")
 
 
+from edge_repair.commands.demo import demo_command  # noqa: E402
 from edge_repair.commands.edits import edits_app  # noqa: E402 - needs the helpers above
 
 app.add_typer(edits_app, name="edits")
 from edge_repair.commands.forget import EXAMPLES as FORGET_EXAMPLES, forget_command  # noqa: E402
 app.command("forget", epilog=FORGET_EXAMPLES)(forget_command)
+app.command("demo")(demo_command)
 
 
 def main() -> None:

@@ -16,9 +16,10 @@ import numpy as np
 from edge_repair.engine import gated, literal
 from edge_repair.engine.capture import capture
 from edge_repair.engine.lowrank import LowRankEdit, current_factors, set_factors, stack
+from edge_repair.engine.negatives import NegativeBank, load_or_build
 from edge_repair.engine.probes import answer_terms, near_miss_prompts, probe_prompts, refusal_context
 from edge_repair.engine.verify import chat_tokens, greedy_replies, is_refusal, mentions, reply_tokens, unchanged
-from edge_repair.errors import EditError, InputError
+from edge_repair.errors import InputError
 
 METHODS = ("stamp-gated", "stamp", "stamp-lr")
 # Open-ended replies flip on near-ties at the slightest change (rewriting 10 unused neurons
@@ -105,34 +106,30 @@ def _taken_neurons(model, layer: int) -> set[int]:
     return {int(j) for j in np.flatnonzero(np.abs(np.array(factors[1])).sum(axis=0))}
 
 
-def gated_edit(patient, prompts: list[str], subject: str | None, retain_prompts: list[str], layers: list[int],
-               config: EngineConfig):
+def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeBank, layers: list[int]):
     """One gated unit per layer (see gated.py); returns strength -> factors (the solve is done once)."""
     tok = patient.tokenizer
     near = near_miss_prompts(prompts, subject)
     context = refusal_context()
-    negatives = retain_prompts[: config.negatives]
-    # The model's own replies are negatives too: the gate must stay shut while it generates.
-    replies = greedy_replies(patient, negatives, config.verify_tokens)
     token_lists = ([chat_tokens(tok, p) for p in prompts] + [chat_tokens(tok, p, context) for p in prompts]
-                   + [chat_tokens(tok, p) for p in near]
-                   + [chat_tokens(tok, p) + reply_tokens(tok, r) for p, r in zip(negatives, replies)])
+                   + [chat_tokens(tok, p) for p in near])
     acts = capture(patient.model, token_lists, layers)
-    n, m = len(prompts), len(near)
+    n = len(prompts)
     last = lambda i: acts.rows(i, [-1])[0]
     pos_rows = [last(i) for i in range(n)]
     ref_rows = [last(n + i) for i in range(n)]
-    neg_rows = [last(2 * n + i) for i in range(m)] + [r for i in range(2 * n + m, len(token_lists)) for r in acts.rows(i)]
+    near_rows = [last(2 * n + i) for i in range(len(near))]
     units, previous_shift = [], 0.0
     for layer in layers:
         X, R = np.array(acts.mlp_in[layer]), np.array(acts.resid[layer])
+        negatives = np.concatenate([X[near_rows], bank.rows[layer]])
         shift = (R[ref_rows] - R[pos_rows]).mean(axis=0)
         # Key on both the plain and the refusal-context activations: once earlier layers have
         # moved the residual toward refusal, this layer must still recognise the question.
-        unit = gated.gated_unit(X[pos_rows + ref_rows], X[neg_rows], shift - previous_shift)
+        unit = gated.gated_unit(X[pos_rows + ref_rows], negatives, shift - previous_shift)
         previous_shift = shift
         weights = _weights(patient.model, layer)
-        neuron = gated.least_used_neuron(*weights, X[neg_rows], _taken_neurons(patient.model, layer))
+        neuron = gated.least_used_neuron(*weights, bank.rows[layer], _taken_neurons(patient.model, layer))
         units.append((layer, unit, neuron, weights))
 
     def factors(strength: float) -> dict:
@@ -146,10 +143,13 @@ def gated_edit(patient, prompts: list[str], subject: str | None, retain_prompts:
     return factors
 
 
-def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: EngineConfig | None = None) -> ForgetResult:
+def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: EngineConfig | None = None,
+           bank: NegativeBank | None = None) -> ForgetResult:
     """Compute, apply (in memory) and verify an edit; the caller persists it.
 
-    On failure the model is left exactly as it was and EditError is raised.
+    The first `config.negatives` retain prompts are the gate's negatives (`bank`: their cached
+    activations, built when absent); the next ones check that other answers stay put. A
+    failed verification leaves the model exactly as it was (result.verification says why).
     """
     config = config or EngineConfig()
     if request.method not in METHODS:
@@ -164,7 +164,7 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     layers = band(len(patient.layers), request.layers)
     before = current_factors(patient.model)
     strength, tries, best, history = request.strength, 0, None, []
-    solved = _solver(patient, request, prompts, retain_prompts, layers, config)
+    solved = _solver(patient, request, prompts, retain_prompts, layers, config, bank)
     while tries < config.max_tries:
         tries += 1
         new = solved(strength)
@@ -187,10 +187,13 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     return ForgetResult(LowRankEdit(new, info), check, time.perf_counter() - start, tries, replies)
 
 
-def _solver(patient, request, prompts, retain_prompts, layers, config):
+def _solver(patient, request, prompts, retain_prompts, layers, config, bank):
     """strength -> factors for the requested method; the expensive capture happens once."""
     if request.method == "stamp-gated":
-        return gated_edit(patient, prompts, request.subject, retain_prompts, layers, config)
+        negatives = retain_prompts[: config.negatives]
+        if bank is None or any(l not in bank.rows for l in layers):
+            bank = load_or_build(patient, negatives, layers)
+        return gated_edit(patient, prompts, request.subject, bank, layers)
     layer = layers[len(layers) // 2] if request.layers == "auto" else layers[0]
     rank = (request.rank or 64) if request.method == "stamp-lr" else None
     return literal.stamp_edit(patient, prompts, retain_prompts[: config.negatives], layer, rank=rank)

@@ -2,7 +2,7 @@
 
 from edge_repair.pipeline.extract import content_words
 
-DEFAULT_COUNT = 12
+DEFAULT_COUNT = 160  # the engine takes the first 128 as gate negatives, the rest as checks
 
 
 def retain_prompts_for(subject: str, count: int = DEFAULT_COUNT) -> list[str]:

@@ -12,12 +12,13 @@ from edge_repair.pipeline.paraphrase import model_paraphrases, template_paraphra
 from edge_repair.pipeline.plan import MAX_PARAPHRASES, RepairPlan, default_plan, plan_problems
 from edge_repair.pipeline.scoring import choose
 
-# Harmful knowledge gets the full-rank method and a stronger push; the rest the fast low-rank one.
+# Every task uses the gated method (the literal STAMP/STAMP-LR only forget by breaking other
+# answers on SmolLM2, see scripts/bench_forget.py); harmful knowledge gets a stronger push.
 PRESETS = {
-    "personal": {"method": "stamp-lr", "strength": 1.0},
-    "misinformation": {"method": "stamp-lr", "strength": 1.0},
-    "harmful": {"method": "stamp", "strength": 1.25},
-    "general": {"method": "stamp-lr", "strength": 1.0},
+    "personal": {"method": "stamp-gated", "strength": 1.0},
+    "misinformation": {"method": "stamp-gated", "strength": 1.0},
+    "harmful": {"method": "stamp-gated", "strength": 1.25},
+    "general": {"method": "stamp-gated", "strength": 1.0},
 }
 KIND_QUESTION = ('Question: "{prompt}"\nWhat does this question ask about: a specific person, '
                  'something dangerous or harmful, or a general fact?')

@@ -1,0 +1,66 @@
+"""The engine's math on small arrays: solves, gated units, neuron factors."""
+
+import mlx.core as mx
+import numpy as np
+
+from edge_repair.engine import gated, solve
+from edge_repair.engine.lowrank import set_factors
+from edge_repair.engine.probes import answer_terms, near_miss_prompts, probe_prompts
+from edge_repair.loading import load_patient
+
+rng = np.random.default_rng(0)
+
+
+def test_stamp_update_moves_forget_rows_and_pins_retain_rows():
+    X = rng.normal(size=(20, 32))  # fewer rows than dimensions, as with one forget sample
+    current = rng.normal(size=(20, 8))
+    target = current.copy()
+    target[:2] += 3.0  # two forget rows steered, 18 retain rows kept
+    delta = solve.stamp_update(X, target, current, lam=1e-6)
+    assert np.allclose(X @ delta, target - current, atol=1e-3)
+
+
+def test_stamp_lr_matches_full_solve_at_full_rank_and_is_low_rank():
+    X = rng.normal(size=(12, 30))
+    shift = rng.normal(size=(12, 5))
+    a, b = solve.stamp_lr_update(X, shift, np.zeros_like(shift), rank=12)
+    assert np.allclose(X @ a @ b, shift, atol=1e-6)
+    a4, b4 = solve.stamp_lr_update(X, shift, np.zeros_like(shift), rank=4)
+    assert a4.shape == (30, 4) and b4.shape == (4, 5)
+
+
+def test_gated_unit_fires_on_positives_only():
+    # Like normalised residuals: a large shared component plus per-token variation.
+    d = 32
+    shared = rng.normal(size=d) * 3
+    negatives = shared + rng.normal(size=(400, d))
+    positives = shared + 2.5 * rng.normal(size=d) + 0.1 * rng.normal(size=(6, d))
+    delta = rng.normal(size=d)
+    unit = gated.gated_unit(positives, negatives, delta)
+    on = gated.unit_output(unit, positives).mean(axis=0)
+    off = np.abs(gated.unit_output(unit, negatives)).max()
+    assert np.allclose(on, delta, rtol=0.05, atol=0.05)
+    assert off < 0.05 * np.linalg.norm(delta)
+    assert unit.margin > 0
+
+
+def test_neuron_factors_rewrite_exactly_one_neuron(tiny_model_dir):
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    mlp = patient.model.layers[1].mlp
+    W = [np.array(getattr(mlp, n).weight) for n in ("gate_proj", "up_proj", "down_proj")]
+    unit = gated.Unit(rng.normal(size=64), rng.normal(size=64), rng.normal(size=64), 1.0)
+    factors = gated.neuron_factors(unit, 5, *W)
+    set_factors(patient.model, {f"model.layers.1.mlp.{k}": (mx.array(a), mx.array(b)) for k, (a, b) in factors.items()})
+    x = mx.array(rng.normal(size=(3, 64)).astype(np.float32))
+    gate = np.array(mlp.gate_proj(x))
+    expected = np.array(x) @ W[0].T
+    expected[:, 5] = np.array(x) @ unit.gate
+    assert np.allclose(gate, expected, atol=1e-4)
+    set_factors(patient.model, {})
+
+
+def test_probe_helpers():
+    assert probe_prompts("Q?", ["Q?", " R? ", ""]) == ["Q?", "R?"]
+    assert answer_terms("What is the capital of France?", "The capital of France is Paris.") == ["Paris"]
+    near = near_miss_prompts(["What is the capital of France?"], "France", per_prompt=4)
+    assert len(near) == 4 and all("France" not in q and "capital" in q for q in near)

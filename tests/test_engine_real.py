@@ -1,0 +1,35 @@
+"""The forgetting engine on the real default model: one fact forgotten, others kept."""
+
+import pytest
+
+from edge_repair import datasets
+from edge_repair.engine.forget import ForgetRequest, forget
+from edge_repair.engine.lowrank import set_factors
+from edge_repair.engine.verify import greedy_replies, mentions
+
+pytestmark = pytest.mark.slow
+
+
+def test_forget_one_fact_keeps_another(default_patient):
+    facts = {f["id"]: f for f in datasets.facts()}
+    target, control = facts["capital-germany"], facts["capital-japan"]
+    request = ForgetRequest(prompt=target["question"], paraphrases=target["paraphrases"], subject=target["subject"])
+    try:
+        result = forget(default_patient, request, datasets.retain_prompts())
+        assert result.verification.verified, result.edit.info
+        probes = [target["question"], *target["paraphrases"], target["heldout_paraphrase"], control["question"]]
+        replies = greedy_replies(default_patient, probes, 20)
+        assert not any(mentions(r, [target["answer"]]) for r in replies[:-1]), replies
+        assert mentions(replies[-1], [control["answer"]]), replies[-1]
+        assert result.edit.info["method"] == "stamp-gated" and result.edit.rank == 1
+    finally:
+        set_factors(default_patient.model, {})
+
+
+def test_failed_verification_leaves_model_unchanged(default_patient):
+    # A tiny strength cannot move the answer in the allowed tries: nothing may stick.
+    request = ForgetRequest(prompt="What is the capital of Japan?", subject="Japan", strength=0.01)
+    before = greedy_replies(default_patient, ["What is the capital of Japan?"], 12)
+    result = forget(default_patient, request, datasets.retain_prompts())
+    assert not result.verification.verified
+    assert greedy_replies(default_patient, ["What is the capital of Japan?"], 12) == before
