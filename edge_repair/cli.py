@@ -110,6 +110,8 @@ from edge_repair.commands.edits import edits_app  # noqa: E402 - needs the helpe
 app.add_typer(edits_app, name="edits")
 from edge_repair.commands.forget import EXAMPLES as FORGET_EXAMPLES, forget_command  # noqa: E402
 app.command("forget", epilog=FORGET_EXAMPLES)(forget_command)
+from edge_repair.commands.bench import bench_app  # noqa: E402
+app.add_typer(bench_app, name="bench")
 app.command("demo")(demo_command)
 
 

@@ -1,0 +1,85 @@
+"""Benchmark results as readable tables (markdown) and as results/bench-<name>.md/.json files."""
+
+import json
+from pathlib import Path
+
+from edge_repair.errors import StateError
+
+MB = 1024 * 1024
+
+
+def _mb(value) -> str:
+    return "–" if value is None else f"{value / MB:.1f}"
+
+
+def _num(value, digits=3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _device(device: dict) -> str:
+    model = device.get("model", {})
+    return (f"Device: {device['platform']} ({device['machine']}, {device['cpus']} CPUs), mlx {device['mlx']}, "
+            f"mlx-lm {device['mlx_lm']}, BLAS {device['blas']}"
+            + (f"; model {model['path']} ({_mb(model['bytes'])} MB on disk)" if model else ""))
+
+
+def memory_markdown(result: dict) -> str:
+    rows = [[name, _num(p["seconds"], 2), _mb(p["mlx_peak_bytes"]), _mb(p["rss_peak_bytes"]), _mb(p["rss_now_bytes"])]
+            for name, p in result["memory"].items()]
+    ratio = result["forget_over_chat"]
+    verdict = "–" if ratio is None else ("within" if ratio <= result["target_ratio"] else "above")
+    return "\n\n".join([
+        "## Memory per phase",
+        table(["phase", "seconds", "MLX peak MB", "RSS peak MB (lifetime)", "RSS now MB"], rows),
+        f"forget peak / chat peak (MLX): {_num(ratio, 2)} — {verdict} the target ≤ {result['target_ratio']}",
+        _device(result["device"])])
+
+
+def scaling_markdown(result: dict) -> str:
+    dim_rows = [[r["d"], r["n"], r["rank"], _num(r["stamp_s"], 4), _num(r["stamp_lr_s"], 4), _num(r["factorise_s"], 4),
+                 f"{r['stamp_s'] / r['stamp_lr_s']:.1f}×"] for r in result["by_dim"]]
+    rank_rows = [[r["rank"], r["d"], r["n"], _num(r["stamp_s"], 4), _num(r["stamp_lr_s"], 4), _num(r["factorise_s"], 4)]
+                 for r in result["by_rank"]]
+    s, top = result["slopes_vs_d"], result["slopes_vs_d_top"]
+    return "\n\n".join([
+        "## Solve time vs hidden size d (median seconds)",
+        table(["d", "n", "r", "STAMP", "STAMP-LR", "of which factorise", "speed-up"], dim_rows),
+        f"log-log slope vs d: STAMP {s['stamp']} (top two d: {top['stamp']}), "
+        f"STAMP-LR {s['stamp_lr']} (top two d: {top['stamp_lr']}); "
+        f"theory with n ∝ d: 3 vs 2 (n·d·r), with n fixed: 3 vs 1",
+        "## Solve time vs rank r",
+        table(["r", "d", "n", "STAMP", "STAMP-LR", "of which factorise"], rank_rows),
+        f"log-log slope of STAMP-LR vs r: {result['slope_vs_r']['stamp_lr']}"])
+
+
+def baselines_markdown(result: dict) -> str:
+    rows = [[m["method"], _num(m["seconds"], 1), _mb(m["peak_memory_bytes"]), _num(m["forgot"], 2),
+             _num(m["others_kept"], 2), _num(m["ppl"], 3), m["trials"]] for m in result["methods"]]
+    return "\n\n".join([
+        "## Single-sample forgetting: training baselines vs STAMP",
+        table(["method", "seconds", "MLX peak MB", "forgot (share of 5 probes)", "other facts kept",
+               "perplexity", "trials"], rows),
+        f"Training baselines: {result['steps']} Adam steps on the MLPs of a few layers, "
+        f"retain term on {result['retain_pairs']} retain prompts; stamp-gated's once-per-model negative bank "
+        f"took {_num(result['stamp_gated_prepare_seconds'], 1)} s (not in its row); model {result['model']}"])
+
+
+MARKDOWN = {"memory": memory_markdown, "scaling": scaling_markdown, "baselines": baselines_markdown}
+
+
+def write_results(name: str, result: dict, out: Path) -> list[Path]:
+    """results/bench-<name>.md and .json; returns their paths."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        md, js = out / f"bench-{name}.md", out / f"bench-{name}.json"
+        md.write_text(f"# edge-repair bench {name}\n\n{MARKDOWN[name](result)}\n", encoding="utf-8")
+        js.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    except OSError as err:
+        raise StateError(f"cannot write results to {out}: {err.strerror}") from None
+    return [md, js]

@@ -1,0 +1,71 @@
+"""`edge-repair bench`: the three benchmarks run end to end on the tiny random model (nothing timed is asserted)."""
+
+import json
+
+import mlx.core as mx
+from typer.testing import CliRunner
+
+from edge_repair.bench import baselines, memory, report, scaling, training
+from edge_repair.cli import app
+from edge_repair.datasets import facts
+from edge_repair.engine.forget import EngineConfig
+from edge_repair.loading import load_patient
+
+SMALL = EngineConfig(retain_probes=2, negatives=4, max_tries=1, verify_tokens=4)
+
+
+def test_memory_phases_have_positive_byte_counts(tiny_model_dir, tmp_path):
+    result = memory.run_memory(str(tiny_model_dir), chat_tokens=4, config=SMALL)
+    assert list(result["memory"]) == list(memory.PHASES)
+    for phase in result["memory"].values():
+        assert phase["mlx_peak_bytes"] > 0 and phase["rss_peak_bytes"] > 0
+    assert result["forget_over_chat"] > 0
+    assert result["device"]["model"]["bytes"] > 0 and result["device"]["mlx"]
+    assert "Memory per phase" in report.memory_markdown(result)
+    written = report.write_results("memory", result, tmp_path / "results")
+    assert json.loads(written[1].read_text())["memory"]["save"]["mlx_peak_bytes"] > 0
+
+
+def test_scaling_runs_on_tiny_sizes():
+    result = scaling.run_scaling(ranks=(2, 4), dims=(16, 32, 64), runs=1, rank_for_dims=4, dim_for_ranks=32)
+    assert [r["d"] for r in result["by_dim"]] == [16, 32, 64]
+    assert all(r["stamp_s"] > 0 and r["stamp_lr_s"] > 0 for r in result["by_dim"] + result["by_rank"])
+    assert set(result["slopes_vs_d"]) == {"stamp", "stamp_lr"}
+    assert "STAMP-LR" in report.scaling_markdown(result)
+
+
+def test_slope_recovers_an_exponent():
+    assert scaling.slope([1, 2, 4, 8], [1, 8, 64, 512]) == 3.0
+
+
+def test_a_ga_step_lowers_the_answer_log_prob(tiny_model_dir):
+    patient = load_patient(str(tiny_model_dir))
+    fact = facts()[0]
+    forget = training.make_batch(patient.tokenizer, [fact["question"]], [f"The answer is {fact['answer']}."])
+    retain = training.make_batch(patient.tokenizer, ["Write a haiku."], ["Leaves fall."])
+    before = training.sequence_logprob(patient.model, forget).item()
+    with training.trained(patient, "ga", forget, retain, layers=[2, 3], steps=1, lr=1e-3) as history:
+        during = training.sequence_logprob(patient.model, forget).item()
+    assert len(history) == 1 and during < before
+    assert abs(training.sequence_logprob(patient.model, forget).item() - before) < 1e-3  # restored
+
+
+def test_baselines_rows_on_the_tiny_model(tiny_model_dir):
+    patient = load_patient(str(tiny_model_dir))
+    result = baselines.run_baselines(patient=patient, methods=("ga", "npo", "rmu", "stamp-lr"), steps=1,
+                                     others=2, config=SMALL)
+    names = [m["method"] for m in result["methods"]]
+    assert names == ["base", "ga", "npo", "rmu", "stamp-lr"]
+    for row in result["methods"]:
+        assert {"method", "seconds", "peak_memory_bytes", "forgot", "others_kept", "ppl"} <= set(row)
+        assert 0 <= row["forgot"] <= 1 and row["ppl"] > 0
+    assert all(m["peak_memory_bytes"] > 0 for m in result["methods"][1:])
+    mx.eval(patient.model.parameters())
+
+
+def test_cli_scaling_json_and_a_bad_option():
+    runner = CliRunner()
+    bad = runner.invoke(app, ["bench", "baselines", "--methods", "sgd"])
+    assert bad.exit_code == 2 and "unknown method" in bad.output and "Traceback" not in bad.output
+    bad = runner.invoke(app, ["bench", "scaling", "--runs", "0"])
+    assert bad.exit_code == 2
