@@ -13,6 +13,7 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import edge_repair  # noqa: F401  (fast BLAS before mlx)
 from edge_repair import datasets
@@ -41,6 +42,7 @@ def trial(patient, fact, others, chat, chat_base, ppl_text, method, retain, conf
     row = {
         "fact": fact["id"], "method": method, "seconds": round(result.seconds, 2), "tries": result.tries,
         "verified": result.verification.verified, "history": result.edit.info["history"],
+        "solve_seconds": result.edit.info["solve_seconds"],
         "forgot_edit_probes": sum(not mentions(r, answers(fact)) for r in replies[:4]),
         "forgot_heldout": int(not mentions(replies[4], answers(fact))),
         "refused": is_refusal(replies[0]),
@@ -59,7 +61,7 @@ def main():
     parser.add_argument("--methods", default="stamp-gated")
     parser.add_argument("--strength", type=float, default=1.0)
     parser.add_argument("--sequential", type=int, default=0)
-    parser.add_argument("--json", dest="json_out", default=None, help="write rows to this file")
+    parser.add_argument("--out", default=None, help="directory for forget.json + forget.md (the README's table)")
     args = parser.parse_args()
 
     patient = load_patient(args.model)
@@ -72,7 +74,7 @@ def main():
     base_ppl = perplexity(patient, ppl_text)
     base_kept = facts_kept(patient, facts)
     print(f"base: facts answered {sum(base_kept)}/{len(facts)}  perplexity {base_ppl:.3f}", file=sys.stderr)
-    rows = []
+    rows, summaries = [], []
     for method in args.methods.split(","):
         for fact in facts[: args.trials]:
             others = [f for f in facts if f["id"] != fact["id"]]
@@ -80,25 +82,46 @@ def main():
             set_factors(patient.model, {})
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
-        summarise([r for r in rows if r["method"] == method], base_ppl)
-    if args.sequential:
-        sequential(patient, facts, args.sequential, retain, config)
-    if args.json_out:
-        with open(args.json_out, "w") as f:
-            json.dump({"base_ppl": base_ppl, "rows": rows}, f, indent=1)
+        summaries.append(summarise([r for r in rows if r["method"] == method], base_ppl))
+    seq = sequential(patient, facts, args.sequential, retain, config) if args.sequential else None
+    if args.out:
+        write_results(Path(args.out), base_ppl, rows, summaries, seq)
 
 
 def summarise(rows, base_ppl):
     n = len(rows)
-    forgot = sum(r["forgot_edit_probes"] == 4 for r in rows)
-    print(f"\n{rows[0]['method']}: {n} trials")
-    print(f"  answer gone on all 4 edit phrasings: {forgot}/{n}; held-out phrasing: {sum(r['forgot_heldout'] for r in rows)}/{n}")
-    print(f"  other facts kept: {100 * sum(r['others_kept'] for r in rows) / sum(r['others'] for r in rows):.1f}%"
-          f"  chat unchanged: {100 * sum(r['chat_same'] for r in rows) / sum(r['chat'] for r in rows):.1f}%")
-    print(f"  perplexity: base {base_ppl:.3f}, mean after {statistics.mean(r['ppl'] for r in rows):.3f}"
-          f" ({100 * (statistics.mean(r['ppl'] for r in rows) / base_ppl - 1):+.2f}%)")
-    print(f"  refusals: {sum(r['refused'] for r in rows)}/{n}; verified: {sum(r['verified'] for r in rows)}/{n}")
-    print(f"  edit seconds: median {statistics.median(r['seconds'] for r in rows):.2f}")
+    ppl = statistics.mean(r["ppl"] for r in rows)
+    summary = {
+        "method": rows[0]["method"], "trials": n,
+        "forgot_all_edit_phrasings": sum(r["forgot_edit_probes"] == 4 for r in rows),
+        "forgot_heldout": sum(r["forgot_heldout"] for r in rows),
+        "forget_probe_leak_pct": round(100 * sum(4 - r["forgot_edit_probes"] + 1 - r["forgot_heldout"] for r in rows) / (5 * n), 1),
+        "others_kept_pct": round(100 * sum(r["others_kept"] for r in rows) / sum(r["others"] for r in rows), 1),
+        "chat_unchanged_pct": round(100 * sum(r["chat_same"] for r in rows) / sum(r["chat"] for r in rows), 1),
+        "ppl_change_pct": round(100 * (ppl / base_ppl - 1), 2),
+        "refusal_pct": round(100 * sum(r["refused"] for r in rows) / n, 1),
+        "verified": sum(r["verified"] for r in rows),
+        "median_seconds": round(statistics.median(r["seconds"] for r in rows), 2),
+        "median_solve_seconds": round(statistics.median(r["solve_seconds"] for r in rows), 2),
+    }
+    print(json.dumps(summary))
+    return summary
+
+
+def write_results(out: Path, base_ppl, rows, summaries, seq):
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "forget.json").write_text(json.dumps({"base_ppl": base_ppl, "summaries": summaries, "sequential": seq,
+                                                  "rows": rows}, indent=1))
+    lines = ["| method | trials | answer gone (4 edit phrasings) | held-out phrasing gone | other facts kept | "
+             "chat unchanged | perplexity | refusal | edit s (median) | solve s |", "|" + "---|" * 10]
+    for s in summaries:
+        lines.append(f"| {s['method']} | {s['trials']} | {s['forgot_all_edit_phrasings']}/{s['trials']} | "
+                     f"{s['forgot_heldout']}/{s['trials']} | {s['others_kept_pct']}% | {s['chat_unchanged_pct']}% | "
+                     f"{s['ppl_change_pct']:+.2f}% | {s['refusal_pct']}% | {s['median_seconds']} | {s['median_solve_seconds']} |")
+    if seq:
+        lines.append(f"\nSequential: {seq['count']} forgets in a row → still forgotten {seq['still_forgotten']}/{seq['count']}, "
+                     f"other facts kept {seq['others_kept_pct']}%.")
+    (out / "forget.md").write_text("\n".join(lines) + "\n")
 
 
 def sequential(patient, facts, count, retain, config):
@@ -109,9 +132,12 @@ def sequential(patient, facts, count, retain, config):
                retain, config)
     rest = facts[count:]
     kept = facts_kept(patient, rest)
-    still = [not any(mentions(r, answers(f)) for r in greedy_replies(patient, [f["question"]], 16)) for f in forgotten]
-    print(f"\nsequential {count} forgets ({time.perf_counter() - start:.0f}s): still forgotten {sum(still)}/{count};"
-          f" other facts kept {sum(kept)}/{len(rest)} ({100 * sum(kept) / max(len(rest), 1):.1f}%)")
+    replies = greedy_replies(patient, [f["question"] for f in forgotten], 16)
+    still = [not mentions(r, answers(f)) for r, f in zip(replies, forgotten)]
+    result = {"count": count, "seconds": round(time.perf_counter() - start, 1), "still_forgotten": sum(still),
+              "others_kept_pct": round(100 * sum(kept) / max(len(rest), 1), 1)}
+    print(json.dumps({"sequential": result}))
+    return result
 
 
 if __name__ == "__main__":

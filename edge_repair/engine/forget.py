@@ -164,7 +164,9 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     layers = band(len(patient.layers), request.layers)
     before = current_factors(patient.model)
     strength, tries, best, history = request.strength, 0, None, []
+    prepared = time.perf_counter()
     solved = _solver(patient, request, prompts, retain_prompts, layers, config, bank)
+    solve_seconds = time.perf_counter() - prepared
     while tries < config.max_tries:
         tries += 1
         new = solved(strength)
@@ -183,7 +185,8 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     if not check.verified:
         set_factors(patient.model, before)
     info = {"method": request.method, "layers": layers, "rank": int(max(a.shape[1] for a, _ in new.values())),
-            "strength": round(strength, 3), "tries": tries, "history": history, **{k: v for k, v in check.as_dict().items()}}
+            "strength": round(strength, 3), "tries": tries, "history": history,
+            "solve_seconds": round(solve_seconds, 3), **{k: v for k, v in check.as_dict().items()}}
     return ForgetResult(LowRankEdit(new, info), check, time.perf_counter() - start, tries, replies)
 
 
