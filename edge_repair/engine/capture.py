@@ -76,7 +76,7 @@ def pad_batch(token_lists: list[list[int]], pad: int = 0) -> mx.array:
     return mx.array([t + [pad] * (width - len(t)) for t in token_lists])
 
 
-def capture(model: nn.Module, token_lists: list[list[int]], layers: list[int], batch_size: int = 16) -> Activations:
+def capture(model: nn.Module, token_lists: list[list[int]], layers: list[int], batch_size: int = 8) -> Activations:
     """MLP inputs/outputs and residuals at `layers` for every real token of every prompt."""
     layers = sorted(set(layers))
     collected = {"mlp_in": {l: [] for l in layers}, "mlp_out": {l: [] for l in layers}, "resid": {l: [] for l in layers}}

@@ -25,19 +25,22 @@ def chat_tokens(tokenizer, prompt: str, history: list[dict] | None = None) -> li
                                               add_generation_prompt=True))
 
 
-def greedy_replies(patient, prompts: list[str], max_tokens: int = 16) -> list[str]:
-    """Greedy replies to several single-turn prompts, generated as one batch."""
+def greedy_replies(patient, prompts: list[str], max_tokens: int = 16, batch_size: int = 8) -> list[str]:
+    """Greedy replies to several single-turn prompts, generated in batches (bounded peak memory)."""
     from mlx_lm.generate import batch_generate
 
-    tokens = [chat_tokens(patient.tokenizer, p) for p in prompts]
-    return [t.strip() for t in batch_generate(patient.model, patient.tokenizer, tokens, max_tokens=max_tokens).texts]
+    replies = []
+    for start in range(0, len(prompts), batch_size):
+        tokens = [chat_tokens(patient.tokenizer, p) for p in prompts[start:start + batch_size]]
+        replies += [t.strip() for t in batch_generate(patient.model, patient.tokenizer, tokens, max_tokens=max_tokens).texts]
+    return replies
 
 
 def reply_tokens(tokenizer, reply: str) -> list[int]:
     return list(tokenizer.encode(reply, add_special_tokens=False))
 
 
-def unchanged(patient, prompts: list[str], replies: list[list[int]], batch_size: int = 16) -> list[bool]:
+def unchanged(patient, prompts: list[str], replies: list[list[int]], batch_size: int = 8) -> list[bool]:
     """For each prompt: would greedy decoding still produce exactly `replies[i]` (token ids)?"""
     sequences = [chat_tokens(patient.tokenizer, p) + r for p, r in zip(prompts, replies)]
     verdicts = []
