@@ -64,3 +64,22 @@ def test_probe_helpers():
     assert answer_terms("What is the capital of France?", "The capital of France is Paris.") == ["Paris"]
     near = near_miss_prompts(["What is the capital of France?"], "France", per_prompt=4)
     assert len(near) == 4 and all("France" not in q and "capital" in q for q in near)
+
+
+def test_least_used_neuron_skips_taken_ones():
+    use = np.array([0.5, 0.1, 0.3, 0.2])
+    assert gated.least_used_neuron(use, set()) == 1
+    assert gated.least_used_neuron(use, {1}) == 3
+    assert use[1] == 0.1  # the caller's array is not modified
+
+
+def test_negative_bank_roundtrip_through_a_sealed_cache(tiny_model_dir, tmp_path):
+    from edge_repair.engine.negatives import NegativeBank, load_or_build
+
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    bank = load_or_build(patient, ["hello there", "what is up"], [1, 2], home=tmp_path)
+    cached = sorted((tmp_path / "cache").iterdir())
+    assert len(cached) == 1 and b"hello" not in cached[0].read_bytes()
+    again = load_or_build(patient, ["hello there", "what is up"], [1, 2], home=tmp_path)
+    assert np.allclose(again.rows[2], bank.rows[2], atol=1e-2) and again.neuron_use[1].shape == (128,)
+    assert NegativeBank.from_bytes(bank.to_bytes()).rows.keys() == bank.rows.keys()

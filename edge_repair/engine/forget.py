@@ -15,7 +15,7 @@ import numpy as np
 
 from edge_repair.engine import gated, literal
 from edge_repair.engine.capture import capture
-from edge_repair.engine.lowrank import LowRankEdit, current_factors, set_factors, stack
+from edge_repair.engine.lowrank import LowRankEdit, current_factors, mlp_weights, set_factors, stack
 from edge_repair.engine.negatives import NegativeBank, load_or_build
 from edge_repair.engine.probes import answer_terms, near_miss_prompts, probe_prompts, refusal_context
 from edge_repair.engine.verify import chat_tokens, greedy_replies, is_refusal, mentions, reply_tokens, unchanged
@@ -83,21 +83,6 @@ def band(num_layers: int, layers: str | list[int]) -> list[int]:
     return chosen
 
 
-def _weights(model, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """gate, up, down weights of one MLP as float arrays (dequantized if needed)."""
-    from edge_repair.engine.lowrank import base_linear
-
-    mlp = model.layers[layer].mlp
-    out = []
-    for name in ("gate_proj", "up_proj", "down_proj"):
-        linear = base_linear(getattr(mlp, name))
-        w = linear.weight
-        if hasattr(linear, "scales"):
-            w = mx.dequantize(w, linear.scales, linear.biases, linear.group_size, linear.bits)
-        out.append(np.array(w.astype(mx.float32)))
-    return tuple(out)
-
-
 def _taken_neurons(model, layer: int) -> set[int]:
     """Neurons already rewritten by earlier edits (their one-hot rows in gate_proj's b)."""
     factors = current_factors(model).get(f"model.layers.{layer}.mlp.gate_proj")
@@ -128,8 +113,8 @@ def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeB
         # moved the residual toward refusal, this layer must still recognise the question.
         unit = gated.gated_unit(X[pos_rows + ref_rows], negatives, shift - previous_shift)
         previous_shift = shift
-        weights = _weights(patient.model, layer)
-        neuron = gated.least_used_neuron(*weights, bank.rows[layer], _taken_neurons(patient.model, layer))
+        weights = mlp_weights(patient.model, layer)
+        neuron = gated.least_used_neuron(bank.neuron_use[layer], _taken_neurons(patient.model, layer))
         units.append((layer, unit, neuron, weights))
 
     def factors(strength: float) -> dict:

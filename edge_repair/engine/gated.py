@@ -60,14 +60,18 @@ def unit_output(unit: Unit, X: np.ndarray) -> np.ndarray:
     return (silu(X @ unit.gate) * (X @ unit.up))[:, None] * unit.down[None, :]
 
 
-def least_used_neuron(gate_w: np.ndarray, up_w: np.ndarray, down_w: np.ndarray, X: np.ndarray,
-                      taken: set[int]) -> int:
-    """The intermediate neuron contributing least on X (norm of its output); reused for a unit.
+def neuron_contribution(gate_w: np.ndarray, up_w: np.ndarray, down_w: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Mean output norm of each intermediate neuron on rows X.
 
     gate_w, up_w: (d_ff, d); down_w: (d_out, d_ff) as stored by nn.Linear.
     """
     hidden = silu(X @ gate_w.T) * (X @ up_w.T)
-    contribution = np.abs(hidden).mean(axis=0) * np.linalg.norm(down_w, axis=0)
+    return np.abs(hidden).mean(axis=0) * np.linalg.norm(down_w, axis=0)
+
+
+def least_used_neuron(contribution: np.ndarray, taken: set[int]) -> int:
+    """The neuron contributing least (and not already holding a unit): rewritten for a new unit."""
+    contribution = contribution.copy()
     if taken:
         contribution[list(taken)] = np.inf
     return int(np.argmin(contribution))

@@ -13,6 +13,7 @@ from edge_repair import datasets
 from edge_repair.engine import solve
 from edge_repair.engine.capture import capture
 from edge_repair.engine.gated import silu
+from edge_repair.engine.lowrank import mlp_weights
 from edge_repair.engine.verify import chat_tokens
 
 
@@ -27,14 +28,12 @@ def _shared_prefix(token_lists: list[list[int]]) -> int:
 def stamp_edit(patient, prompts: list[str], retain_prompts: list[str], layer: int,
                rank: int | None = None, lam: float = 1e-2, references: int = 32):
     """Returns strength -> factors; the captures and the pseudoinverse are computed once."""
-    from edge_repair.engine.forget import _weights
-
     tok = patient.tokenizer
     refs = datasets.refusals()[:references]
     lists = [chat_tokens(tok, p) for p in prompts] + [chat_tokens(tok, p) for p in retain_prompts + refs]
     skip = _shared_prefix(lists)
     acts = capture(patient.model, lists, [layer])
-    gate_w, up_w, down_w = _weights(patient.model, layer)
+    gate_w, up_w, down_w = mlp_weights(patient.model, layer)
     X = np.array(acts.mlp_in[layer])
     H = silu(X @ gate_w.T) * (X @ up_w.T)              # down_proj's inputs
     O = np.array(acts.mlp_out[layer])

@@ -67,3 +67,18 @@ def set_factors(model: nn.Module, factors: Factors) -> None:
 
 def current_factors(model: nn.Module) -> Factors:
     return {path: (m.lora_a, m.lora_b) for path, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+def mlp_weights(model: nn.Module, layer: int):
+    """Base gate, up, down weights of one MLP as float32 numpy arrays (dequantized if needed)."""
+    import numpy as np
+
+    mlp = model.layers[layer].mlp
+    out = []
+    for name in ("gate_proj", "up_proj", "down_proj"):
+        linear = base_linear(getattr(mlp, name))
+        w = linear.weight
+        if isinstance(linear, nn.QuantizedLinear):
+            w = mx.dequantize(w, linear.scales, linear.biases, linear.group_size, linear.bits)
+        out.append(np.array(w.astype(mx.float32)))
+    return tuple(out)

@@ -17,26 +17,33 @@ from edge_repair.engine.capture import capture
 from edge_repair.engine.verify import chat_tokens, greedy_replies, reply_tokens
 
 LABEL = "negative-bank"
+VERSION = "2"  # bump when the cached content changes
 
 
 @dataclass
 class NegativeBank:
-    rows: dict[int, np.ndarray]   # layer -> (n, d) MLP inputs
+    rows: dict[int, np.ndarray]         # layer -> (n, d) MLP inputs
+    neuron_use: dict[int, np.ndarray]   # layer -> (d_ff,) how much each neuron contributes on the rows
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        np.savez(buffer, **{str(l): r.astype(np.float16) for l, r in self.rows.items()})
+        arrays = {f"rows{l}": r.astype(np.float16) for l, r in self.rows.items()}
+        arrays.update({f"use{l}": u for l, u in self.neuron_use.items()})
+        np.savez(buffer, **arrays)
         return buffer.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "NegativeBank":
         with np.load(io.BytesIO(data)) as arrays:
-            return cls({int(k): arrays[k].astype(np.float32) for k in arrays.files})
+            rows = {int(k[4:]): arrays[k].astype(np.float32) for k in arrays.files if k.startswith("rows")}
+            use = {int(k[3:]): arrays[k] for k in arrays.files if k.startswith("use")}
+        return cls(rows, use)
 
 
 def build(patient, prompts: list[str], layers: list[int], reply_length: int = 16) -> NegativeBank:
     """Capture every token of prompts + the model's replies at `layers` (the base model's view)."""
-    from edge_repair.engine.lowrank import current_factors, set_factors
+    from edge_repair.engine.gated import neuron_contribution
+    from edge_repair.engine.lowrank import current_factors, mlp_weights, set_factors
 
     edits = current_factors(patient.model)
     set_factors(patient.model, {})  # negatives describe the base model, not earlier edits
@@ -44,13 +51,15 @@ def build(patient, prompts: list[str], layers: list[int], reply_length: int = 16
         replies = greedy_replies(patient, prompts, reply_length)
         lists = [chat_tokens(patient.tokenizer, p) + reply_tokens(patient.tokenizer, r) for p, r in zip(prompts, replies)]
         acts = capture(patient.model, lists, layers)
+        rows = {l: np.array(acts.mlp_in[l]) for l in layers}
+        use = {l: neuron_contribution(*mlp_weights(patient.model, l), rows[l]) for l in layers}
     finally:
         set_factors(patient.model, edits)
-    return NegativeBank({l: np.array(acts.mlp_in[l]) for l in layers})
+    return NegativeBank(rows, use)
 
 
 def cache_key(base_fingerprint: str, prompts: list[str], layers: list[int]) -> str:
-    digest = hashlib.sha256(base_fingerprint.encode())
+    digest = hashlib.sha256((VERSION + base_fingerprint).encode())
     for p in prompts:
         digest.update(p.encode() + b"\0")
     digest.update(",".join(map(str, layers)).encode())
