@@ -100,7 +100,7 @@ def repair_scores(patient, rows: list, max_edits: int, model_paraphrases: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="/tmp/er-models/SmolLM2-135M-Instruct-Q4_1")
+    parser.add_argument("--model", default=None, help="patient model (default: the embedded one)")
     parser.add_argument("--edits", type=int, default=10, help="how many detected requests to run through the engine")
     parser.add_argument("--model-paraphrases", type=int, default=1)
     parser.add_argument("--modes", default=",".join(MODES), help="watchdog modes to measure (combined is needed)")
