@@ -46,3 +46,15 @@ def default_patient(default_model_dir):
     from edge_repair.loading import load_patient
 
     return load_patient(str(default_model_dir))
+
+
+@pytest.fixture(scope="session")
+def engine_home_dir(tmp_path_factory):
+    """One home for the real-model forget tests, so the retain activations are captured once."""
+    return tmp_path_factory.mktemp("engine-home")
+
+
+@pytest.fixture
+def engine_home(engine_home_dir, monkeypatch):
+    monkeypatch.setenv("EDGE_REPAIR_HOME", str(engine_home_dir))
+    return engine_home_dir

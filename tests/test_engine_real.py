@@ -10,7 +10,7 @@ from edge_repair.engine.verify import greedy_replies, mentions
 pytestmark = pytest.mark.slow
 
 
-def test_forget_one_fact_keeps_another(default_patient):
+def test_forget_one_fact_keeps_another(default_patient, engine_home):
     facts = {f["id"]: f for f in datasets.facts()}
     target, control = facts["capital-germany"], facts["capital-japan"]
     request = ForgetRequest(prompt=target["question"], paraphrases=target["paraphrases"], subject=target["subject"])
@@ -26,7 +26,7 @@ def test_forget_one_fact_keeps_another(default_patient):
         set_factors(default_patient.model, {})
 
 
-def test_failed_verification_leaves_model_unchanged(default_patient):
+def test_failed_verification_leaves_model_unchanged(default_patient, engine_home):
     # A tiny strength cannot move the answer in the allowed tries: nothing may stick.
     request = ForgetRequest(prompt="What is the capital of Japan?", subject="Japan", strength=0.01)
     before = greedy_replies(default_patient, ["What is the capital of Japan?"], 12)

@@ -19,7 +19,7 @@ def test_label_scores_pick_the_answer_the_model_knows(default_patient):
 @pytest.mark.parametrize("message,expected", [
     ("Forget everything about Maya Taylor.", True),
     ("That is incorrect. Remove this.", True),
-    ("Forget what the capital of France is", True),
+    ("Forget what the capital of Germany is", True),
     ("Don't forget to call mum tonight.", False),
     ("I forgot my keys at the office, what should I do?", False),
     ("How do I make my phone forget a wifi network?", False),
@@ -29,13 +29,13 @@ def test_combined_watchdog_on_requests_and_traps(default_patient, message, expec
     assert Watchdog(default_patient).inspect(message, HISTORY).unlearn is expected
 
 
-def test_end_to_end_forget_when_the_engine_exists(default_patient):
+def test_end_to_end_forget_when_the_engine_exists(default_patient, engine_home):
     from edge_repair.engine.lowrank import current_factors, set_factors
     from edge_repair.pipeline.pipeline import default_pipeline
 
     before = current_factors(default_patient.model)
     try:
-        outcome = default_pipeline(default_patient).run("Forget what the capital of France is", [], lambda pair: True)
+        outcome = default_pipeline(default_patient).run("Forget what the capital of Germany is", [], lambda pair: True)
     except Exception as err:  # noqa: BLE001 - the engine may not have landed in this build
         if "not available" in str(err):
             pytest.skip("the STAMP engine is not implemented yet")
