@@ -83,3 +83,8 @@ def test_negative_bank_roundtrip_through_a_sealed_cache(tiny_model_dir, tmp_path
     again = load_or_build(patient, ["hello there", "what is up"], [1, 2], home=tmp_path)
     assert np.allclose(again.rows[2], bank.rows[2], atol=1e-2) and again.neuron_use[1].shape == (128,)
     assert NegativeBank.from_bytes(bank.to_bytes()).rows.keys() == bank.rows.keys()
+
+
+def test_near_misses_swap_only_the_name_in_a_subject_phrase():
+    near = near_miss_prompts(["What is the capital of Germany?"], "capital of Germany", per_prompt=3)
+    assert len(near) == 3 and all(q.startswith("What is the capital of ") and "Germany" not in q for q in near)

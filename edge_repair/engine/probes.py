@@ -50,6 +50,7 @@ def near_miss_prompts(prompts: list[str], subject: str | None, per_prompt: int =
 
     Without a subject found in the prompts, the shipped generic questions stand in.
     """
+    subject = _named_part(subject) if subject else subject
     others = [o for o in SUBSTITUTES if not subject or o.lower() != subject.lower()]
     if subject and any(subject.lower() in p.lower() for p in prompts):
         pattern = re.compile(re.escape(subject), re.IGNORECASE)
@@ -59,6 +60,15 @@ def near_miss_prompts(prompts: list[str], subject: str | None, per_prompt: int =
             out += [pattern.sub(o, prompt) for o in picks if pattern.search(prompt)]
         return out
     return datasets.retain_prompts()[-per_prompt * len(prompts):]
+
+
+def _named_part(subject: str) -> str:
+    """The name inside a subject phrase: "capital of Germany" -> "Germany", "Maya Taylor" stays.
+
+    Swapping only the name keeps near misses well formed ("What is the capital of Spain?").
+    """
+    names = re.findall(r"\b[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*", subject)
+    return max(names, key=len) if names else subject
 
 
 def answer_terms(prompt: str, response: str) -> list[str]:
