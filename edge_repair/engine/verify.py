@@ -10,6 +10,7 @@ import re
 import mlx.core as mx
 import numpy as np
 
+from edge_repair.datasets import mentions  # noqa: F401 - the one answer matcher, re-exported for callers
 from edge_repair.engine.capture import pad_batch
 
 REFUSAL = re.compile(
@@ -51,12 +52,6 @@ def unchanged(patient, prompts: list[str], replies: list[list[int]], batch_size:
             first = len(seq) - len(reply) - 1  # position whose prediction is reply[0]
             verdicts.append(bool(np.all(predicted[row, first:first + len(reply)] == np.array(reply))))
     return verdicts
-
-
-def mentions(text: str, answers: list[str]) -> bool:
-    from edge_repair.datasets import mentions as word_mentions
-
-    return word_mentions(text, answers)
 
 
 def is_refusal(text: str) -> bool:
