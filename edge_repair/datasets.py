@@ -34,6 +34,12 @@ def retain_prompts() -> list[str]:
     return _json("retain_prompts.json")
 
 
+def general_questions() -> list[str]:
+    """Short general-knowledge questions the model should keep answering; none is about a subject
+    of facts() or misinformation(), so the benchmarks' "other facts" stay out of sample."""
+    return _json("general_questions.json")
+
+
 def chat_probes() -> list[str]:
     """Ordinary chat prompts whose replies should stay essentially unchanged after an edit."""
     return _json("chat_probes.json")

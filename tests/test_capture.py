@@ -1,6 +1,7 @@
 import mlx.core as mx
 
-from edge_repair.engine.capture import capture
+from edge_repair.engine.capture import capture, shared_prefix
+from edge_repair.engine.verify import greedy_replies, reply_tokens, unchanged
 from edge_repair.loading import load_patient
 
 
@@ -23,3 +24,26 @@ def test_capture_leaves_model_unchanged(tiny_model_dir):
     capture(model, [[1, 5, 6, 7], [1, 5, 9]], [0, 3])
     assert type(model.layers[0]).__name__ == "TransformerBlock"
     assert mx.allclose(model(tokens), before)
+
+
+def test_shared_prefix_is_run_once_without_changing_activations(tiny_model_dir):
+    model = load_patient(str(tiny_model_dir), compute="f32").model
+    head = list(range(3, 15))
+    prompts = [head + [20, 21], head + [22], head + [23, 24, 25]]
+    assert shared_prefix(prompts) == len(head)
+    shared = capture(model, prompts, [1, 3], batch_size=2)
+    separate = capture(model, prompts, [1, 3], batch_size=2, min_prefix=10**6)
+    for layer in (1, 3):
+        assert mx.allclose(shared.mlp_in[layer], separate.mlp_in[layer], atol=1e-4)
+        assert mx.allclose(shared.resid[layer], separate.resid[layer], atol=1e-3)
+
+
+def test_greedy_and_teacher_forced_checks_agree_with_a_shared_prefix(tiny_model_dir):
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    prompts = ["hello there", "what is up", "tell me more"]
+    together = greedy_replies(patient, prompts, 6)
+    alone = [greedy_replies(patient, [p], 6)[0] for p in prompts]
+    assert together == alone
+    replies = [reply_tokens(patient.tokenizer, r) for r in together]
+    assert all(unchanged(patient, prompts, replies))
+    assert not any(unchanged(patient, prompts, [[(t[0] + 1) % 50] + t[1:] if t else [7] for t in replies]))

@@ -77,14 +77,51 @@ def test_negative_bank_roundtrip_through_a_sealed_cache(tiny_model_dir, tmp_path
     from edge_repair.engine.negatives import NegativeBank, load_or_build
 
     patient = load_patient(str(tiny_model_dir), compute="f32")
-    bank = load_or_build(patient, ["hello there", "what is up"], [1, 2], home=tmp_path)
+    bank = load_or_build(patient, ["hello there", "what is up"], [1, 2], ["how are you"], home=tmp_path)
     cached = sorted((tmp_path / "cache").iterdir())
     assert len(cached) == 1 and b"hello" not in cached[0].read_bytes()
-    again = load_or_build(patient, ["hello there", "what is up"], [1, 2], home=tmp_path)
+    again = load_or_build(patient, ["hello there", "what is up"], [1, 2], ["how are you"], home=tmp_path)
     assert np.allclose(again.rows[2], bank.rows[2], atol=1e-2) and again.neuron_use[1].shape == (128,)
+    assert len(bank.check_replies) == 1 and again.check_replies == bank.check_replies
     assert NegativeBank.from_bytes(bank.to_bytes()).rows.keys() == bank.rows.keys()
 
 
 def test_near_misses_swap_only_the_name_in_a_subject_phrase():
     near = near_miss_prompts(["What is the capital of Germany?"], "capital of Germany", per_prompt=3)
     assert len(near) == 3 and all(q.startswith("What is the capital of ") and "Germany" not in q for q in near)
+
+
+def test_key_classifier_with_a_precomputed_gram_matches_the_plain_solve():
+    d = 16
+    positives, near, bank = rng.normal(size=(4, d)) + 2, rng.normal(size=(10, d)), rng.normal(size=(200, d))
+    plain = gated.key_classifier(positives, np.concatenate([near, bank]), 0.1)
+    folded = gated.key_classifier(positives, near, 0.1, bank_rows=bank, bank_gram=bank.T @ bank)
+    assert np.allclose(plain, folded, atol=1e-6)
+
+
+def test_bank_without_a_prompt_drops_its_rows_and_gram():
+    from edge_repair.engine.negatives import NegativeBank
+
+    rows = rng.normal(size=(9, 4)).astype(np.float32)
+    bank = NegativeBank({3: rows}, {3: np.ones(8)}, [2, 3, 4], check_replies=[[1, 2], [3]])
+    kept, gram = bank.without([1], 3)
+    assert np.allclose(kept, rows[[0, 1, 5, 6, 7, 8]]) and np.allclose(gram, kept.T @ kept, atol=1e-5)
+    again = NegativeBank.from_bytes(bank.to_bytes())
+    assert again.lengths == [2, 3, 4] and again.check_replies == [[1, 2], [3]]
+
+
+def test_a_blind_key_ignores_the_given_directions():
+    d = 16
+    positives, negatives = rng.normal(size=(4, d)) + 2, rng.normal(size=(300, d))
+    blind = rng.normal(size=(2, d))
+    w = gated.key_classifier(positives, negatives, 0.1, blind=blind)
+    assert np.allclose(blind @ w, 0, atol=1e-6)
+    assert (positives @ w).min() > (negatives @ w).max() - 1.0  # still separates
+
+
+def test_fact_scoped_near_misses_keep_the_subject_with_other_questions():
+    prompts = ["What is the capital of Japan?"]
+    fact = near_miss_prompts(prompts, "Japan", per_prompt=2, keep_subject=True)
+    subject = near_miss_prompts(prompts, "Japan", per_prompt=2)
+    assert len(subject) == 2 and all("Japan" not in q for q in subject)
+    assert fact[:2] == subject and len(fact) > 2 and all("Japan" in q for q in fact[2:])

@@ -33,3 +33,20 @@ def test_failed_verification_leaves_model_unchanged(default_patient, engine_home
     result = forget(default_patient, request, datasets.retain_prompts())
     assert not result.verification.verified
     assert greedy_replies(default_patient, ["What is the capital of Japan?"], 12) == before
+
+
+def test_stacked_forgets_of_similar_facts_each_verify_and_keep_a_control(default_patient, engine_home):
+    # Two capitals in a row: the second edit must still find (and remove) the real answer, and
+    # neither edit's units may spill onto a third capital.
+    facts = {f["id"]: f for f in datasets.facts()}
+    first, second, control = facts["capital-germany"], facts["capital-egypt"], facts["capital-japan"]
+    try:
+        for fact in (first, second):
+            request = ForgetRequest(prompt=fact["question"], paraphrases=fact["paraphrases"], subject=fact["subject"])
+            result = forget(default_patient, request, datasets.retain_prompts())
+            assert result.verification.verified, (fact["id"], result.edit.info)
+        replies = greedy_replies(default_patient, [first["question"], second["question"], control["question"]], 20)
+        assert not mentions(replies[0], [first["answer"]]) and not mentions(replies[1], [second["answer"]]), replies
+        assert mentions(replies[2], [control["answer"]]), replies[2]
+    finally:
+        set_factors(default_patient.model, {})

@@ -66,9 +66,8 @@ def run_baselines(model: str | None = None, trials: int = 1, methods=ALL_METHODS
 
 def _run(model, trials, methods, steps, lr, others, patient, config) -> dict:
     from edge_repair import datasets
-    from edge_repair.engine.forget import ForgetRequest, band, forget
+    from edge_repair.engine.forget import ForgetRequest, band, forget, prepare
     from edge_repair.engine.lowrank import set_factors
-    from edge_repair.engine.negatives import load_or_build
     from edge_repair.engine.verify import greedy_replies
     from edge_repair.loading import load_patient
 
@@ -81,7 +80,7 @@ def _run(model, trials, methods, steps, lr, others, patient, config) -> dict:
     if "stamp-gated" in methods:  # built once per model in real use, so timed apart from the forget
         status("baselines: the negative bank for stamp-gated")
         start = time.perf_counter()
-        bank = load_or_build(patient, retain[: config.negatives], band(num_layers, "auto"))
+        bank = prepare(patient, retain, config)
         prepare_seconds = round(time.perf_counter() - start, 2)
     rows = []
     for fact in facts[:trials]:

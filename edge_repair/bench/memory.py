@@ -70,8 +70,7 @@ def run_memory(model: str | None = None, chat_tokens: int = 32, config=None, fac
 def _phases(path, chat_tokens, config, fact) -> dict:
     from edge_repair import datasets
     from edge_repair.edits.store import record_edit
-    from edge_repair.engine.forget import ForgetRequest, band, forget
-    from edge_repair.engine.negatives import load_or_build
+    from edge_repair.engine.forget import ForgetRequest, forget, prepare
     from edge_repair.generation import reply
     from edge_repair.loading import load_patient
 
@@ -85,7 +84,7 @@ def _phases(path, chat_tokens, config, fact) -> dict:
                             subject=fact.get("subject"))
     retain = datasets.retain_prompts()
     with _measured(rows, "prepare"):
-        bank = load_or_build(patient, retain[: config.negatives], band(len(patient.layers), "auto"))
+        bank = prepare(patient, retain, config)
     with _measured(rows, "forget"):
         result = forget(patient, request, retain, config, bank)
     rows["forget"]["verified"] = result.verification.verified

@@ -3,13 +3,15 @@
 MLX has no forward hooks, so (like mlx-lm's GPTQ `Catcher`) we swap in small wrapper modules
 that record what passes through, and stop the forward pass after the deepest layer needed.
 Prompts of different lengths are right-padded into one batch: with a causal mask, padding after
-the real tokens cannot change them.
+the real tokens cannot change them. A prefix every prompt shares (the chat template's system
+turn is ~3/4 of a short question) is run once and its KV cache reused by every batch.
 """
 
 from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx_lm.models.cache import KVCache, make_prompt_cache
 
 
 class _Stop(Exception):
@@ -76,24 +78,72 @@ def pad_batch(token_lists: list[list[int]], pad: int = 0) -> mx.array:
     return mx.array([t + [pad] * (width - len(t)) for t in token_lists])
 
 
-def capture(model: nn.Module, token_lists: list[list[int]], layers: list[int], batch_size: int = 8) -> Activations:
+def shared_prefix(token_lists: list[list[int]]) -> int:
+    """Length of the prefix all lists share, leaving every list at least one token of its own."""
+    shortest = min(len(t) for t in token_lists) - 1
+    n = 0
+    while n < shortest and all(t[n] == token_lists[0][n] for t in token_lists):
+        n += 1
+    return n
+
+
+def capture(model: nn.Module, token_lists: list[list[int]], layers: list[int], batch_size: int = 8,
+            min_prefix: int = 8) -> Activations:
     """MLP inputs/outputs and residuals at `layers` for every real token of every prompt."""
     layers = sorted(set(layers))
     collected = {"mlp_in": {l: [] for l in layers}, "mlp_out": {l: [] for l in layers}, "resid": {l: [] for l in layers}}
+    n_prefix = shared_prefix(token_lists) if len(token_lists) > 1 else 0
+    shared, prefix_record = None, None
+    if n_prefix >= min_prefix and _plain_kv_cache(model):
+        shared = make_prompt_cache(model)
+        prefix_record = _run_tapped(model, mx.array([token_lists[0][:n_prefix]]), layers, shared)
+    else:
+        n_prefix = 0
     for start in range(0, len(token_lists), batch_size):
-        chunk = token_lists[start:start + batch_size]
-        record = _run_tapped(model, pad_batch(chunk), layers)
+        chunk = [t[n_prefix:] for t in token_lists[start:start + batch_size]]
+        cache = repeat_cache(shared, len(chunk)) if shared else None
+        record = _run_tapped(model, pad_batch(chunk), layers, cache)
         for kind in collected:
             for l in layers:
                 full = record[kind][l]
-                collected[kind][l].extend(full[i, : len(t)] for i, t in enumerate(chunk))
+                head = [prefix_record[kind][l][0]] if prefix_record else []
+                collected[kind][l].extend(mx.concatenate(head + [full[i, : len(t)]]) for i, t in enumerate(chunk))
     merged = {kind: {l: mx.concatenate(v, axis=0).astype(mx.float32) for l, v in per.items()} for kind, per in collected.items()}
     for per in merged.values():
         mx.eval(list(per.values()))
     return Activations(merged["mlp_in"], merged["mlp_out"], merged["resid"], [len(t) for t in token_lists])
 
 
-def _run_tapped(model: nn.Module, tokens: mx.array, layers: list[int]) -> dict:
+def _plain_kv_cache(model: nn.Module) -> bool:
+    return all(type(c) is KVCache for c in make_prompt_cache(model))
+
+
+def prefix_cache(model: nn.Module, token_lists: list[list[int]], min_prefix: int = 8,
+                 limit: int | None = None) -> tuple[int, list | None]:
+    """(n, KV cache of the n ≤ limit tokens every list starts with), or (0, None) when not worth it."""
+    n = shared_prefix(token_lists) if len(token_lists) > 1 else 0
+    n = n if limit is None else min(n, limit)
+    if n < min_prefix or not _plain_kv_cache(model):
+        return 0, None
+    cache = make_prompt_cache(model)
+    model(mx.array([token_lists[0][:n]]), cache=cache)
+    mx.eval([c.state for c in cache])
+    return n, cache
+
+
+def repeat_cache(cache: list, batch: int) -> list:
+    """The prefix's KV cache, repeated for a batch (layers the prefix run never reached stay empty)."""
+    out = []
+    for c in cache:
+        fresh = KVCache()
+        if c.keys is not None:
+            keys, values = c.keys_and_values()
+            fresh.update_and_fetch(mx.repeat(keys, batch, axis=0), mx.repeat(values, batch, axis=0))
+        out.append(fresh)
+    return out
+
+
+def _run_tapped(model: nn.Module, tokens: mx.array, layers: list[int], cache: list | None = None) -> dict:
     blocks = model.layers
     originals = {l: blocks[l] for l in layers}
     record: dict = {}
@@ -103,7 +153,7 @@ def _run_tapped(model: nn.Module, tokens: mx.array, layers: list[int]) -> dict:
             original.mlp = _MLPTap(original.mlp, record, l)
             blocks[l] = _BlockTap(original, record, l, last=l == layers[-1])
         try:
-            model(tokens)
+            model(tokens, cache=cache)
         except _Stop:
             pass
     finally:

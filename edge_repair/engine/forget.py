@@ -2,9 +2,10 @@
 
 Default method "stamp-gated" (see gated.py): one gated unit per layer of a band near the top
 of the network, keyed on the forget prompt's last position (where the answer's first token is
-decided), valued by the residual shift of a refusal context. "stamp" and "stamp-lr" are the
-paper's literal recipe (steering vector r_SV, Eq. 4, added to the MLP output at one layer,
-solved by Eq. 8–9 or 10–11) kept for comparison in the benchmarks.
+decided), valued by the residual shift of a refusal context, designed against the base model
+and verified against the base model's answers. "stamp" and "stamp-lr" are the paper's literal
+recipe (steering vector r_SV, Eq. 4, added to the MLP output at one layer, solved by Eq. 8–9 or
+10–11) kept for comparison in the benchmarks.
 """
 
 import time
@@ -13,19 +14,20 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 import numpy as np
 
+from edge_repair import datasets
 from edge_repair.engine import gated, literal
 from edge_repair.engine.capture import capture
 from edge_repair.engine.lowrank import LowRankEdit, current_factors, mlp_weights, set_factors, stack
 from edge_repair.engine.negatives import NegativeBank, load_or_build
 from edge_repair.engine.probes import answer_terms, near_miss_prompts, probe_prompts, refusal_context
-from edge_repair.engine.verify import chat_tokens, greedy_replies, is_refusal, mentions, reply_tokens, unchanged
+from edge_repair.engine.verify import chat_tokens, greedy_replies, is_refusal, mentions, unchanged
 from edge_repair.errors import InputError
 
 METHODS = ("stamp-gated", "stamp", "stamp-lr")
+SCOPES = ("fact", "subject")
 # Open-ended replies flip on near-ties at the slightest change (rewriting 10 unused neurons
 # alone flips ~1 in 16), so retain checks compare the first CHECK_TOKENS tokens and allow slack.
 RETAIN_BAR = 0.75
-CHECK_TOKENS = 8
 
 
 @dataclass
@@ -38,6 +40,7 @@ class ForgetRequest:
     layers: str | list[int] = "auto"
     rank: int | None = None          # units per layer (gated) or solve rank (stamp-lr)
     strength: float = 1.0
+    scope: str = "fact"              # "fact": other questions about the subject keep their answers; "subject": they go too
 
 
 @dataclass
@@ -70,7 +73,11 @@ class EngineConfig:
     retain_probes: int = 16     # retain prompts whose greedy answers must not change
     negatives: int = 128        # retain prompts whose every token is a gate negative
     max_tries: int = 3
-    verify_tokens: int = 16
+    verify_tokens: int = 24     # reply tokens checked for the forgotten answer (it can come late)
+    near_misses: int = 8        # subject-swapped copies of each forget phrasing (the hardest negatives)
+    threshold: float = 0.0      # >0: key score a unit opens at (measured: hurts perplexity on raw text)
+    blind: bool = True          # keys ignore the refusal shift's directions
+    ridge: float = 0.1          # λ of the key solve: larger keeps keys off directions the retain rows barely span
 
 
 def band(num_layers: int, layers: str | list[int]) -> list[int]:
@@ -91,27 +98,42 @@ def _taken_neurons(model, layer: int) -> set[int]:
     return {int(j) for j in np.flatnonzero(np.abs(np.array(factors[1])).sum(axis=0))}
 
 
-def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeBank, layers: list[int]):
-    """One gated unit per layer (see gated.py); returns strength -> factors (the solve is done once)."""
+def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeBank, layers: list[int],
+               config: "EngineConfig", excluded: list[int] = (), scope: str = "fact"):
+    """One gated unit per layer (see gated.py); returns strength -> factors (the solve is done once).
+
+    `excluded`: bank prompts left out of the negatives (they are about the forget subject).
+    """
     tok = patient.tokenizer
-    near = near_miss_prompts(prompts, subject)
-    context = refusal_context()
-    token_lists = ([chat_tokens(tok, p) for p in prompts] + [chat_tokens(tok, p, context) for p in prompts]
-                   + [chat_tokens(tok, p) for p in near])
-    acts = capture(patient.model, token_lists, layers)
+    near = near_miss_prompts(prompts, subject, config.near_misses, keep_subject=scope == "fact")
+    # Designed against the base model, like the bank: earlier edits' units must not leak into
+    # this edit's keys and targets (stacked units would then chase each other).
+    edits = current_factors(patient.model)
+    set_factors(patient.model, {})
+    try:
+        plain = capture(patient.model, [chat_tokens(tok, p) for p in prompts + near], layers, batch_size=16)
+        refusing = capture(patient.model, [chat_tokens(tok, p, refusal_context()) for p in prompts], layers)
+    finally:
+        set_factors(patient.model, edits)
     n = len(prompts)
-    last = lambda i: acts.rows(i, [-1])[0]
-    pos_rows = [last(i) for i in range(n)]
-    ref_rows = [last(n + i) for i in range(n)]
-    near_rows = [last(2 * n + i) for i in range(len(near))]
+    last = lambda acts, i: acts.rows(i, [-1])[0]
+    pos_rows = [last(plain, i) for i in range(n)]
+    ref_rows = [last(refusing, i) for i in range(n)]
+    near_rows = [last(plain, n + i) for i in range(len(near))]
     units, previous_shift = [], 0.0
     for layer in layers:
-        X, R = np.array(acts.mlp_in[layer]), np.array(acts.resid[layer])
-        negatives = np.concatenate([X[near_rows], bank.rows[layer]])
-        shift = (R[ref_rows] - R[pos_rows]).mean(axis=0)
+        X, X_ref = np.array(plain.mlp_in[layer]), np.array(refusing.mlp_in[layer])
+        shift = (np.array(refusing.resid[layer])[ref_rows] - np.array(plain.resid[layer])[pos_rows]).mean(axis=0)
+        bank_rows, bank_gram = bank.without(list(excluded), layer)
+        bias = constant_direction(bank_gram, bank_rows.sum(axis=0)) if config.threshold else None
         # Key on both the plain and the refusal-context activations: once earlier layers have
         # moved the residual toward refusal, this layer must still recognise the question.
-        unit = gated.gated_unit(X[pos_rows + ref_rows], negatives, shift - previous_shift)
+        # Blind to how a refusal moves this layer's input: otherwise a unit learns "about to refuse"
+        # and fires again on every similar question another edit is already refusing (overshoot).
+        blind = X_ref[ref_rows] - X[pos_rows] if config.blind else None
+        unit = gated.gated_unit(np.concatenate([X[pos_rows], X_ref[ref_rows]]), X[near_rows], shift - previous_shift,
+                                lam=config.ridge, bank_rows=bank_rows, bank_gram=bank_gram, bias=bias,
+                                threshold=config.threshold, blind=blind)
         previous_shift = shift
         weights = mlp_weights(patient.model, layer)
         neuron = gated.least_used_neuron(bank.neuron_use[layer], _taken_neurons(patient.model, layer))
@@ -128,29 +150,57 @@ def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeB
     return factors
 
 
+def constant_direction(gram: np.ndarray, total: np.ndarray, lam: float = 1.0) -> np.ndarray:
+    """c with c·x ≈ 1 on the bank's rows (normalised residuals carry a near-constant component)."""
+    return np.linalg.solve(gram + lam * np.eye(len(gram)), total)
+
+
+def retain_split(retain_prompts: list[str], config: "EngineConfig") -> tuple[list[str], list[str]]:
+    """(negatives, checks): the prompts the gate must stay silent on, and the held-out prompts whose
+    answers verify an edit. Shipped general-knowledge questions join the negatives."""
+    negatives = retain_prompts[: config.negatives] + datasets.general_questions()
+    checks = retain_prompts[config.negatives: config.negatives + 2 * config.retain_probes]
+    return negatives, checks
+
+
+def prepare(patient, retain_prompts: list[str], config: "EngineConfig | None" = None, layers="auto") -> NegativeBank:
+    """The once-per-model retain activations an edit needs (cached, sealed)."""
+    config = config or EngineConfig()
+    negatives, checks = retain_split(retain_prompts, config)
+    return load_or_build(patient, negatives, band(len(patient.layers), layers), checks)
+
+
 def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: EngineConfig | None = None,
            bank: NegativeBank | None = None) -> ForgetResult:
     """Compute, apply (in memory) and verify an edit; the caller persists it.
 
-    The first `config.negatives` retain prompts are the gate's negatives (`bank`: their cached
-    activations, built when absent); the next ones check that other answers stay put. A
-    failed verification leaves the model exactly as it was (result.verification says why).
+    The first `config.negatives` retain prompts (plus shipped general questions) are the gate's
+    negatives (`bank`: their cached activations, built when absent); the next ones check that
+    other answers stay as the base model gave them. A failed verification leaves the model
+    exactly as it was (result.verification says why).
     """
     config = config or EngineConfig()
     if request.method not in METHODS:
         raise InputError(f"unknown method '{request.method}'; choose from {', '.join(METHODS)}")
+    if request.scope not in SCOPES:
+        raise InputError(f"unknown scope '{request.scope}'; choose from {', '.join(SCOPES)}")
+    layers = band(len(patient.layers), request.layers)
+    if bank is None or any(l not in bank.rows for l in layers):
+        bank = prepare(patient, retain_prompts, config, layers)
     start = time.perf_counter()
     prompts = probe_prompts(request.prompt, request.paraphrases)
-    response = request.response or greedy_replies(patient, [request.prompt], config.verify_tokens)[0]
-    terms = answer_terms(request.prompt, response)
-    # Checked prompts are held out from the ones the solve sees as negatives.
-    retain_checks = [p for p in retain_prompts[config.negatives:] if not _mentions_any(p, terms, request.subject)][: config.retain_probes]
-    baseline = [reply_tokens(patient.tokenizer, r)[:CHECK_TOKENS] for r in greedy_replies(patient, retain_checks, CHECK_TOKENS)]
-    layers = band(len(patient.layers), request.layers)
     before = current_factors(patient.model)
+    response = request.response or _base_answer(patient, request.prompt, config.verify_tokens, before)
+    terms = answer_terms(request.prompt, response)
+    negatives, checks = retain_split(retain_prompts, config)
+    about = [i for i, p in enumerate(negatives) if _mentions_any(p, terms, request.subject)]
+    # Checked prompts are held out from the negatives; their reference is the base model's reply.
+    kept_checks = [(p, r) for p, r in zip(checks, bank.check_replies) if not _mentions_any(p, terms, request.subject)]
+    retain_checks = [p for p, _ in kept_checks][: config.retain_probes]
+    baseline = [r for _, r in kept_checks][: config.retain_probes]
     strength, tries, best, history = request.strength, 0, None, []
     prepared = time.perf_counter()
-    solved = _solver(patient, request, prompts, retain_prompts, layers, config, bank)
+    solved = _solver(patient, request, prompts, negatives, layers, config, bank, about)
     solve_seconds = time.perf_counter() - prepared
     while tries < config.max_tries:
         tries += 1
@@ -175,16 +225,25 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     return ForgetResult(LowRankEdit(new, info), check, time.perf_counter() - start, tries, replies)
 
 
-def _solver(patient, request, prompts, retain_prompts, layers, config, bank):
+def _solver(patient, request, prompts, negatives, layers, config, bank, about):
     """strength -> factors for the requested method; the expensive capture happens once."""
     if request.method == "stamp-gated":
-        negatives = retain_prompts[: config.negatives]
-        if bank is None or any(l not in bank.rows for l in layers):
-            bank = load_or_build(patient, negatives, layers)
-        return gated_edit(patient, prompts, request.subject, bank, layers)
+        return gated_edit(patient, prompts, request.subject, bank, layers, config, about, request.scope)
     layer = layers[len(layers) // 2] if request.layers == "auto" else layers[0]
     rank = (request.rank or 64) if request.method == "stamp-lr" else None
-    return literal.stamp_edit(patient, prompts, retain_prompts[: config.negatives], layer, rank=rank)
+    return literal.stamp_edit(patient, prompts, negatives[: config.negatives], layer, rank=rank)
+
+
+def _base_answer(patient, prompt: str, max_tokens: int, edits) -> str:
+    """The base model's answer: earlier edits may already blur it (similar facts share units'
+    leaks), and verification must look for the real answer, not for that blur."""
+    if not edits:
+        return greedy_replies(patient, [prompt], max_tokens)[0]
+    set_factors(patient.model, {})
+    try:
+        return greedy_replies(patient, [prompt], max_tokens)[0]
+    finally:
+        set_factors(patient.model, edits)
 
 
 def _mentions_any(text: str, terms: list[str], subject: str | None) -> bool:

@@ -6,13 +6,15 @@ classifier separating the forget prompt's last-position activations from retain 
 activations; u = g/s makes h ≈ s·relu(w·x)², so weak false matches are squashed quadratically
 (and there is no bias in gate/up to threshold with); v is the least-squares value that moves
 the forget activations by δ, the residual shift a refusal context produces at that layer.
+The key solve is a ridge pseudoinverse whose retain Gram matrix is precomputed (O(d³) per
+solve, independent of the buffer size); λ trades specificity (small) against misfiring on
+inputs unlike the retain rows (large): see scripts/bench_forget.py --sweep.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from edge_repair.engine.solve import ridge_pinv_apply
 
 
 @dataclass
@@ -27,32 +29,57 @@ def silu(z: np.ndarray) -> np.ndarray:
     return z / (1.0 + np.exp(-z))
 
 
-def key_classifier(positives: np.ndarray, negatives: np.ndarray, lam: float, rounds: int = 3) -> np.ndarray:
+def key_classifier(positives: np.ndarray, negatives: np.ndarray, lam: float, bank_rows: np.ndarray | None = None,
+                   bank_gram: np.ndarray | None = None, rounds: int = 3, blind: np.ndarray | None = None) -> np.ndarray:
     """Ridge classifier (+1 positives, −1 negatives), re-solved with hard negatives up-weighted.
 
-    Iteratively reweighted least squares: each round doubles the weight of negatives scoring
-    above −0.5, so rare look-alikes get pushed down instead of averaged away.
+    `bank_rows` are further negatives whose Gram matrix `bank_gram` is precomputed, so each
+    round costs O(d³ + hard·d²) rather than O(n·d²). Iteratively reweighted least squares: each
+    round doubles the weight of negatives scoring above −0.5, so rare look-alikes get pushed
+    down instead of averaged away. The key is kept orthogonal to the `blind` directions (k, d).
     """
-    X = np.concatenate([positives, negatives])
-    t = np.r_[np.ones(len(positives)), -np.ones(len(negatives))]
-    neg_weight = np.ones(len(negatives))
+    d = positives.shape[1]
+    if bank_rows is None:
+        bank_rows, bank_gram = np.zeros((0, d), positives.dtype), np.zeros((d, d), positives.dtype)
+    if blind is not None and len(blind):
+        basis = np.linalg.svd(blind, full_matrices=False)[2]
+        project = np.eye(d) - basis.T @ basis
+        positives, negatives, bank_rows = positives @ project, negatives @ project, bank_rows @ project
+        bank_gram = project @ bank_gram @ project
+    bank_sum = bank_rows.sum(axis=0)
+    near_w, bank_w = np.ones(len(negatives)), np.ones(len(bank_rows))
     for _ in range(rounds):
-        weights = np.r_[np.full(len(positives), neg_weight.sum() / max(len(positives), 1)), neg_weight]
-        w = ridge_pinv_apply(X, t, lam, weights)
-        neg_weight = np.where(negatives @ w > -0.5, neg_weight * 2.0, neg_weight)
+        pos_w = (near_w.sum() + bank_w.sum()) / max(len(positives), 1)
+        hard = np.flatnonzero(bank_w != 1.0)
+        extra, H = bank_w[hard] - 1.0, bank_rows[hard]
+        gram = (bank_gram + (H.T * extra) @ H + (negatives.T * near_w) @ negatives
+                + pos_w * positives.T @ positives + lam * np.eye(d))
+        rhs = pos_w * positives.sum(axis=0) - negatives.T @ near_w - bank_sum - H.T @ extra
+        w = np.linalg.solve(gram, rhs)
+        near_w = np.where(negatives @ w > -0.5, near_w * 2.0, near_w)
+        bank_w = np.where(bank_rows @ w > -0.5, bank_w * 2.0, bank_w)
     return w
 
 
 def gated_unit(positives: np.ndarray, negatives: np.ndarray, delta: np.ndarray, lam: float = 0.1,
-               sharpness: float = 12.0, strength: float = 1.0) -> Unit:
-    """A unit that adds ≈ strength·delta on `positives` and ≈ 0 on `negatives`."""
-    w = key_classifier(positives, negatives, lam)
-    scores_pos, scores_neg = positives @ w, negatives @ w
+               sharpness: float = 12.0, strength: float = 1.0, bank_rows: np.ndarray | None = None,
+               bank_gram: np.ndarray | None = None, bias: np.ndarray | None = None, threshold: float = 0.0,
+               blind: np.ndarray | None = None) -> Unit:
+    """A unit that adds ≈ strength·delta on `positives` and ≈ 0 on `negatives`.
+
+    With `bias` (a direction c with c·x ≈ 1 on every input) the unit only opens once the key
+    score passes `threshold`: h ≈ s·relu(w·x − θ)², the bias SwiGLU's gate and up lack.
+    `blind`: directions the key ignores (see key_classifier).
+    """
+    w = key_classifier(positives, negatives, lam, bank_rows, bank_gram, blind=blind)
+    key = w if bias is None else w - threshold * bias
+    scores_pos = positives @ key
+    negative_scores = [negatives @ key] + ([bank_rows @ key] if bank_rows is not None else [])
     s = sharpness / max(float(scores_pos.min()), 1e-3)
-    gate, up = s * w, w
+    gate, up = s * key, key
     h = silu(positives @ gate) * (positives @ up)
     down = strength * delta / float(h.mean())
-    return Unit(gate, up, down, float(scores_pos.min() - scores_neg.max()))
+    return Unit(gate, up, down, float(scores_pos.min() - np.concatenate(negative_scores).max()))
 
 
 def unit_output(unit: Unit, X: np.ndarray) -> np.ndarray:

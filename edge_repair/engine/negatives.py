@@ -1,14 +1,16 @@
-"""The gate's negatives: what the retain buffer looks like inside the model, cached per base model.
+"""What the retain buffer looks like inside the model, cached per base model: the gate's negatives.
 
 Every token of the retain prompts and of the model's own greedy replies to them is a row the
-gated units must stay silent on. Capturing them costs ~a minute on a 2-core CPU, so the rows
-are computed once per (base model, retain set, layers) and kept sealed (AES-GCM) in the home:
-they derive from the owner's retain buffer, which may hold private chat turns.
+gated units must stay silent on; their Gram matrix is kept beside them so a key solve costs
+O(d³) instead of O(n·d²). The base model's replies to the check prompts are kept too: an edit
+is verified against them. Capturing all this costs ~a minute on a 2-core CPU, so it is computed
+once per (base model, retain set, layers) and sealed (AES-GCM) in the home: it derives from the
+owner's retain buffer, which may hold private chat turns.
 """
 
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,18 +19,43 @@ from edge_repair.engine.capture import capture
 from edge_repair.engine.verify import chat_tokens, greedy_replies, reply_tokens
 
 LABEL = "negative-bank"
-VERSION = "2"  # bump when the cached content changes
+VERSION = "4"  # bump when the cached content changes
+RAW_STARTS = 32   # retain prompts also fed raw (no chat template) and continued by the model
+RAW_TOKENS = 48
+CHECK_TOKENS = 8  # reply tokens compared when checking that other answers stay put
 
 
 @dataclass
 class NegativeBank:
-    rows: dict[int, np.ndarray]         # layer -> (n, d) MLP inputs
+    rows: dict[int, np.ndarray]         # layer -> (n, d) MLP inputs, prompts concatenated
     neuron_use: dict[int, np.ndarray]   # layer -> (d_ff,) how much each neuron contributes on the rows
+    lengths: list[int]                  # rows per negative prompt (prompt + reply tokens), then raw texts
+    grams: dict[int, np.ndarray] = field(default_factory=dict)  # layer -> rowsᵀ rows (d, d)
+    check_replies: list[list[int]] = field(default_factory=list)  # base replies to the check prompts
+
+    def __post_init__(self):
+        for layer, rows in self.rows.items():
+            if layer not in self.grams:
+                self.grams[layer] = rows.T @ rows
+
+    def without(self, prompts: list[int], layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, Gram) of `layer` leaving out the given prompts (e.g. ones about the forget subject)."""
+        rows, gram = self.rows[layer], self.grams[layer]
+        if not prompts:
+            return rows, gram
+        starts = np.r_[0, np.cumsum(self.lengths)]
+        drop = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in prompts])
+        dropped = rows[drop]
+        return np.delete(rows, drop, axis=0), gram - dropped.T @ dropped
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
         arrays = {f"rows{l}": r.astype(np.float16) for l, r in self.rows.items()}
         arrays.update({f"use{l}": u for l, u in self.neuron_use.items()})
+        arrays.update({f"gram{l}": g for l, g in self.grams.items()})
+        arrays["lengths"] = np.array(self.lengths, np.int64)
+        arrays["check_lengths"] = np.array([len(r) for r in self.check_replies], np.int64)
+        arrays["checks"] = np.array([t for r in self.check_replies for t in r], np.int64)
         np.savez(buffer, **arrays)
         return buffer.getvalue()
 
@@ -37,10 +64,14 @@ class NegativeBank:
         with np.load(io.BytesIO(data)) as arrays:
             rows = {int(k[4:]): arrays[k].astype(np.float32) for k in arrays.files if k.startswith("rows")}
             use = {int(k[3:]): arrays[k] for k in arrays.files if k.startswith("use")}
-        return cls(rows, use)
+            grams = {int(k[4:]): arrays[k] for k in arrays.files if k.startswith("gram")}
+            bounds = np.r_[0, np.cumsum(arrays["check_lengths"])]
+            checks = [arrays["checks"][a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])]
+            lengths = arrays["lengths"].tolist()
+        return cls(rows, use, lengths, grams, checks)
 
 
-def build(patient, prompts: list[str], layers: list[int], reply_length: int = 16) -> NegativeBank:
+def build(patient, prompts: list[str], layers: list[int], checks: list[str] = (), reply_length: int = 16) -> NegativeBank:
     """Capture every token of prompts + the model's replies at `layers` (the base model's view)."""
     from edge_repair.engine.gated import neuron_contribution
     from edge_repair.engine.lowrank import current_factors, mlp_weights, set_factors
@@ -50,23 +81,39 @@ def build(patient, prompts: list[str], layers: list[int], reply_length: int = 16
     try:
         replies = greedy_replies(patient, prompts, reply_length)
         lists = [chat_tokens(patient.tokenizer, p) + reply_tokens(patient.tokenizer, r) for p, r in zip(prompts, replies)]
+        lists += raw_continuations(patient, prompts[:RAW_STARTS], RAW_TOKENS)
         acts = capture(patient.model, lists, layers)
         rows = {l: np.array(acts.mlp_in[l]) for l in layers}
         use = {l: neuron_contribution(*mlp_weights(patient.model, l), rows[l]) for l in layers}
+        check_replies = [reply_tokens(patient.tokenizer, r)[:CHECK_TOKENS]
+                         for r in greedy_replies(patient, list(checks), CHECK_TOKENS)] if checks else []
     finally:
         set_factors(patient.model, edits)
-    return NegativeBank(rows, use)
+    return NegativeBank(rows, use, [len(t) for t in lists], check_replies=check_replies)
 
 
-def cache_key(base_fingerprint: str, prompts: list[str], layers: list[int]) -> str:
+def raw_continuations(patient, starts: list[str], length: int) -> list[list[int]]:
+    """Plain text without the chat template, continued greedily by the model: units keyed only on
+    chat-formatted negatives misfire on raw text (stacked edits then wreck perplexity)."""
+    from mlx_lm.generate import batch_generate
+
+    lists = [reply_tokens(patient.tokenizer, s) for s in starts]
+    out = batch_generate(patient.model, patient.tokenizer, lists, max_tokens=length, return_token_ids=True)
+    return [t + list(g) for t, g in zip(lists, out.token_ids)]
+
+
+def cache_key(base_fingerprint: str, prompts: list[str], layers: list[int], checks: list[str] = ()) -> str:
     digest = hashlib.sha256((VERSION + base_fingerprint).encode())
     for p in prompts:
         digest.update(p.encode() + b"\0")
     digest.update(",".join(map(str, layers)).encode())
+    for p in checks:
+        digest.update(b"\1" + p.encode())
     return digest.hexdigest()[:24]
 
 
-def load_or_build(patient, prompts: list[str], layers: list[int], home: Path | None = None) -> NegativeBank:
+def load_or_build(patient, prompts: list[str], layers: list[int], checks: list[str] = (),
+                  home: Path | None = None) -> NegativeBank:
     """The cached bank for this base model and retain set, building (and sealing) it if needed."""
     from edge_repair.edits.fingerprint import fingerprint
     from edge_repair.paths import home_dir
@@ -77,14 +124,14 @@ def load_or_build(patient, prompts: list[str], layers: list[int], home: Path | N
 
     home = home or home_dir()
     key = load_key(home)
-    path = home / "cache" / f"negatives-{cache_key(fingerprint(patient.path, home), prompts, layers)}.bin"
+    path = home / "cache" / f"negatives-{cache_key(fingerprint(patient.path, home), prompts, layers, checks)}.bin"
     if path.is_file():
         try:
             return NegativeBank.from_bytes(unseal(key, path.read_bytes(), LABEL, str(path)))
         except Exception:  # a damaged cache is rebuilt, never trusted
             path.unlink(missing_ok=True)
     status(f"preparing the retain activations for this model (once, {len(prompts)} prompts)")
-    bank = build(patient, prompts, layers)
+    bank = build(patient, prompts, layers, checks)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     write_bytes(path, seal(key, bank.to_bytes(), LABEL))
     return bank

@@ -7,10 +7,13 @@ import re
 
 from edge_repair import datasets
 
-# Fictional questions answered "I don't know.": the context whose residual shift is the target.
+# Known questions answered with a refusal: in this context the model refuses ~31/32 fact questions
+# (two fictional shots: ~21/32), so the residual shift it produces is the edit's target.
+REFUSAL = "I'm sorry, I don't know that."
 REFUSAL_SHOTS = [
-    ("What is the capital of Zubrowka?", "I don't know."),
-    ("Who wrote the Book of Qarn?", "I don't know."),
+    ("What is the capital of Spain?", REFUSAL),
+    ("Who painted The Starry Night?", REFUSAL),
+    ("What is the chemical symbol for oxygen?", REFUSAL),
 ]
 STOPWORDS = set("""a an the is are was were be been of in on at to for from by with and or but it its this that
 these those as what which who whom whose where when why how do does did i you he she they we me my your our
@@ -45,8 +48,17 @@ nitrogen platinum lead Mozart Picasso Einstein Newton Cleopatra Napoleon Beethov
 Amazon Sahara Pacific Venus Saturn Mars""".split()
 
 
-def near_miss_prompts(prompts: list[str], subject: str | None, per_prompt: int = 8) -> list[str]:
-    """The forget prompts with their subject swapped for others: the hardest negatives.
+# Other questions about the same subject: negatives that keep a "fact"-scoped edit to its fact
+# (forgetting Japan's capital must not forget its language).
+SAME_SUBJECT = ["Tell me about {}.", "What is {} known for?", "Write one sentence about {}.",
+                "Give me a fun fact about {}.", "What do you think of {}?", "Describe {} briefly.",
+                "Why is {} interesting?", "What is the history of {}?"]
+
+
+def near_miss_prompts(prompts: list[str], subject: str | None, per_prompt: int = 8,
+                      keep_subject: bool = False) -> list[str]:
+    """The hardest negatives: the forget prompts with their subject swapped for others, plus (with
+    `keep_subject`) other questions about the same subject.
 
     Without a subject found in the prompts, the shipped generic questions stand in.
     """
@@ -58,6 +70,8 @@ def near_miss_prompts(prompts: list[str], subject: str | None, per_prompt: int =
         for i, prompt in enumerate(prompts):
             picks = [others[(i * per_prompt + k) % len(others)] for k in range(per_prompt)]
             out += [pattern.sub(o, prompt) for o in picks if pattern.search(prompt)]
+        if keep_subject:
+            out += [template.format(subject) for template in SAME_SUBJECT]
         return out
     return datasets.retain_prompts()[-per_prompt * len(prompts):]
 

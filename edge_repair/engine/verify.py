@@ -11,7 +11,7 @@ import mlx.core as mx
 import numpy as np
 
 from edge_repair.datasets import mentions  # noqa: F401 - the one answer matcher, re-exported for callers
-from edge_repair.engine.capture import pad_batch
+from edge_repair.engine.capture import pad_batch, prefix_cache, repeat_cache
 
 REFUSAL = re.compile(
     r"\b(i don'?t know|i do not know|i'?m not (sure|certain|able)|i am not (sure|certain|able)|i cannot|i can'?t|"
@@ -27,13 +27,20 @@ def chat_tokens(tokenizer, prompt: str, history: list[dict] | None = None) -> li
 
 
 def greedy_replies(patient, prompts: list[str], max_tokens: int = 16, batch_size: int = 8) -> list[str]:
-    """Greedy replies to several single-turn prompts, generated in batches (bounded peak memory)."""
+    """Greedy replies to several single-turn prompts, generated in batches (bounded peak memory).
+
+    The chat template's shared system turn is processed once and its KV cache handed to each prompt.
+    """
     from mlx_lm.generate import batch_generate
 
+    lists = [chat_tokens(patient.tokenizer, p) for p in prompts]
+    n, cache = prefix_cache(patient.model, lists) if len(lists) > 1 else (0, None)
     replies = []
-    for start in range(0, len(prompts), batch_size):
-        tokens = [chat_tokens(patient.tokenizer, p) for p in prompts[start:start + batch_size]]
-        replies += [t.strip() for t in batch_generate(patient.model, patient.tokenizer, tokens, max_tokens=max_tokens).texts]
+    for start in range(0, len(lists), batch_size):
+        chunk = [t[n:] for t in lists[start:start + batch_size]]
+        caches = [repeat_cache(cache, 1) for _ in chunk] if cache else None
+        out = batch_generate(patient.model, patient.tokenizer, chunk, prompt_caches=caches, max_tokens=max_tokens)
+        replies += [t.strip() for t in out.texts]
     return replies
 
 
@@ -41,13 +48,17 @@ def reply_tokens(tokenizer, reply: str) -> list[int]:
     return list(tokenizer.encode(reply, add_special_tokens=False))
 
 
-def unchanged(patient, prompts: list[str], replies: list[list[int]], batch_size: int = 8) -> list[bool]:
+def unchanged(patient, prompts: list[str], replies: list[list[int]], batch_size: int = 16) -> list[bool]:
     """For each prompt: would greedy decoding still produce exactly `replies[i]` (token ids)?"""
     sequences = [chat_tokens(patient.tokenizer, p) + r for p, r in zip(prompts, replies)]
+    # The shared prefix must stop before the token that predicts each reply's first token.
+    limit = min((len(s) - len(r) - 1 for s, r in zip(sequences, replies)), default=0)
+    n, cache = prefix_cache(patient.model, sequences, limit=limit) if sequences else (0, None)
     verdicts = []
     for start in range(0, len(sequences), batch_size):
-        chunk = sequences[start:start + batch_size]
-        predicted = np.array(mx.argmax(patient.model(pad_batch(chunk)), axis=-1))
+        chunk = [s[n:] for s in sequences[start:start + batch_size]]
+        logits = patient.model(pad_batch(chunk), cache=repeat_cache(cache, len(chunk)) if cache else None)
+        predicted = np.array(mx.argmax(logits, axis=-1))
         for row, (seq, reply) in enumerate(zip(chunk, replies[start:start + batch_size])):
             first = len(seq) - len(reply) - 1  # position whose prediction is reply[0]
             verdicts.append(bool(np.all(predicted[row, first:first + len(reply)] == np.array(reply))))

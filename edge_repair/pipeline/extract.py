@@ -20,6 +20,7 @@ class ForgetPair:
     subject: str                # what it is about, kept by every paraphrase
     source: str                 # "history" | "instruction"
     correction: bool = False    # the user said the answer was wrong
+    whole_subject: bool = False  # "forget everything about X": other facts about X go too
 
 
 def content_words(text: str) -> list[str]:
@@ -57,9 +58,9 @@ def extract_pair(intent: Intent, history: list[dict]) -> ForgetPair | None:
     prompt, subject = synthesise(intent)
     earlier = _mentioning(past, subject)
     if earlier:  # the user asked about it before: forget what the model actually said
-        return ForgetPair(earlier[0], earlier[1], subject, "history", intent.correction)
+        return ForgetPair(earlier[0], earlier[1], subject, "history", intent.correction, intent.kind == "subject")
     response = _sentence(intent.target) if intent.kind == "fact" else None
-    return ForgetPair(prompt, response, subject, "instruction", intent.correction)
+    return ForgetPair(prompt, response, subject, "instruction", intent.correction, intent.kind == "subject")
 
 
 def synthesise(intent: Intent) -> tuple[str, str]:

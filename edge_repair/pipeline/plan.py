@@ -86,7 +86,8 @@ def plan_from_json(text: str, num_layers: int) -> tuple[RepairPlan, list[str]]:
 def to_request(plan: RepairPlan, pair: ForgetPair) -> ForgetRequest:
     return ForgetRequest(prompt=pair.prompt, response=pair.response, paraphrases=list(plan.paraphrases),
                          subject=plan.subject or pair.subject, method=plan.method, layers=plan.layers,
-                         rank=plan.rank, strength=float(plan.strength))
+                         rank=plan.rank, strength=float(plan.strength),
+                         scope="subject" if pair.whole_subject else "fact")
 
 
 def describe(plan: RepairPlan) -> dict:

@@ -1,14 +1,16 @@
-"""Retain prompts for verification: answers that must survive an edit (from the retain buffer)."""
-
-from edge_repair.pipeline.extract import content_words
+"""Retain prompts for an edit: answers that must survive it (from the retain buffer)."""
 
 DEFAULT_COUNT = 160  # the engine takes the first 128 as gate negatives, the rest as checks
 
 
 def retain_prompts_for(subject: str, count: int = DEFAULT_COUNT) -> list[str]:
-    """A reproducible sample of the retain buffer, minus prompts that touch the subject."""
+    """A stable sample of the retain buffer.
+
+    Deliberately the same for every subject: the engine itself leaves out the prompts that are
+    about the forget subject, and a stable set keeps its cached activations valid (a new set
+    would cost a minute of capture per edit).
+    """
     from edge_repair.retain.buffer import RetainBuffer
 
-    words = set(content_words(subject))
-    pool = [p for p in RetainBuffer.open().prompts() if not words & set(content_words(p))]
-    return pool[:count]
+    del subject  # kept in the signature: the pipeline passes it
+    return RetainBuffer.open().prompts()[:count]
