@@ -188,10 +188,10 @@ def write_results(out: Path, base_ppl, rows, summaries, seq):
     out.mkdir(parents=True, exist_ok=True)
     (out / "forget.json").write_text(json.dumps({"base_ppl": base_ppl, "summaries": summaries, "sequential": seq,
                                                   "rows": rows}, indent=1))
-    lines = ["| method | trials | answer gone (4 edit phrasings) | held-out phrasing gone | other facts kept | "
-             "chat unchanged | perplexity | refusal | edit s (median) | solve s |", "|" + "---|" * 10]
+    lines = ["| method | trials | verified | answer gone (4 edit phrasings) | held-out phrasing gone | other facts kept | "
+             "chat unchanged | perplexity | refusal | edit s (median) | solve s |", "|" + "---|" * 11]
     for s in summaries:
-        lines.append(f"| {s['method']} | {s['trials']} | {s['forgot_all_edit_phrasings']}/{s['trials']} | "
+        lines.append(f"| {s['method']} | {s['trials']} | {s['verified']}/{s['trials']} | {s['forgot_all_edit_phrasings']}/{s['trials']} | "
                      f"{s['forgot_heldout']}/{s['trials']} | {s['others_kept_pct']}% | {s['chat_unchanged_pct']}% | "
                      f"{s['ppl_change_pct']:+.2f}% | {s['refusal_pct']}% | {s['median_seconds']} | {s['median_solve_seconds']} |")
     if seq:

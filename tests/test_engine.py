@@ -103,11 +103,13 @@ def test_bank_without_a_prompt_drops_its_rows_and_gram():
     from edge_repair.engine.negatives import NegativeBank
 
     rows = rng.normal(size=(9, 4)).astype(np.float32)
-    bank = NegativeBank({3: rows}, {3: np.ones(8)}, [2, 3, 4], check_replies=[[1, 2], [3]])
+    bank = NegativeBank({3: rows}, {3: np.ones(8)}, [2, 3, 4], check_replies=[[1, 2], [3]],
+                        guard_tokens=[[5, 6, 7]], guard_perplexity=12.5)
     kept, gram = bank.without([1], 3)
     assert np.allclose(kept, rows[[0, 1, 5, 6, 7, 8]]) and np.allclose(gram, kept.T @ kept, atol=1e-5)
     again = NegativeBank.from_bytes(bank.to_bytes())
     assert again.lengths == [2, 3, 4] and again.check_replies == [[1, 2], [3]]
+    assert again.guard_tokens == [[5, 6, 7]] and again.guard_perplexity == 12.5
 
 
 def test_a_blind_key_ignores_the_given_directions():
@@ -125,3 +127,15 @@ def test_fact_scoped_near_misses_keep_the_subject_with_other_questions():
     subject = near_miss_prompts(prompts, "Japan", per_prompt=2)
     assert len(subject) == 2 and all("Japan" not in q for q in subject)
     assert fact[:2] == subject and len(fact) > 2 and all("Japan" in q for q in fact[2:])
+
+
+def test_token_perplexity_ignores_padding(tiny_model_dir):
+    import math
+
+    from edge_repair.engine.quality import token_perplexity
+
+    model = load_patient(str(tiny_model_dir), compute="f32").model
+    short, long = [3, 9, 4], [3, 9, 4, 11, 12, 5]
+    alone = [math.log(token_perplexity(model, [t])) * (len(t) - 1) for t in (short, long)]
+    together = math.log(token_perplexity(model, [short, long])) * (len(short) + len(long) - 2)
+    assert abs(together - sum(alone)) < 1e-3

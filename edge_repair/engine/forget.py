@@ -19,6 +19,7 @@ from edge_repair.engine import gated, literal
 from edge_repair.engine.capture import capture
 from edge_repair.engine.lowrank import LowRankEdit, current_factors, mlp_weights, set_factors, stack
 from edge_repair.engine.negatives import NegativeBank, load_or_build
+from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.probes import answer_terms, near_miss_prompts, probe_prompts, refusal_context
 from edge_repair.engine.verify import chat_tokens, greedy_replies, is_refusal, mentions, unchanged
 from edge_repair.errors import InputError
@@ -28,6 +29,8 @@ SCOPES = ("fact", "subject")
 # Open-ended replies flip on near-ties at the slightest change (rewriting 10 unused neurons
 # alone flips ~1 in 16), so retain checks compare the first CHECK_TOKENS tokens and allow slack.
 RETAIN_BAR = 0.75
+# Stacked units can misfire on raw text while chat answers still look fine; such an edit is refused.
+PERPLEXITY_BAR = 0.05
 
 
 @dataclass
@@ -50,10 +53,12 @@ class Verification:
     retained: int           # retain probes whose greedy answer is unchanged
     retain_probes: int
     refused: int            # probes answered with a short refusal
+    perplexity_change: float = 0.0  # relative change on guard text the gate never saw (0.02 = +2 %)
 
     @property
     def verified(self) -> bool:
-        return self.forgotten == self.forget_probes and self.retained >= RETAIN_BAR * self.retain_probes
+        return (self.forgotten == self.forget_probes and self.retained >= RETAIN_BAR * self.retain_probes
+                and self.perplexity_change <= PERPLEXITY_BAR)
 
     def as_dict(self) -> dict:
         return {**self.__dict__, "verified": self.verified}
@@ -209,7 +214,7 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
         replies = greedy_replies(patient, prompts, config.verify_tokens)
         kept = unchanged(patient, retain_checks, baseline)
         check = Verification(sum(not mentions(r, terms) for r in replies), len(prompts), sum(kept), len(kept),
-                             sum(is_refusal(r) for r in replies))
+                             sum(is_refusal(r) for r in replies), _perplexity_change(patient, bank))
         best = (new, check, replies)
         history.append((round(strength, 3), check.forgotten, check.retained))
         if check.verified:
@@ -232,6 +237,12 @@ def _solver(patient, request, prompts, negatives, layers, config, bank, about):
     layer = layers[len(layers) // 2] if request.layers == "auto" else layers[0]
     rank = (request.rank or 64) if request.method == "stamp-lr" else None
     return literal.stamp_edit(patient, prompts, negatives[: config.negatives], layer, rank=rank)
+
+
+def _perplexity_change(patient, bank: NegativeBank) -> float:
+    if not bank.guard_tokens or not bank.guard_perplexity:
+        return 0.0
+    return round(token_perplexity(patient.model, bank.guard_tokens) / bank.guard_perplexity - 1.0, 4)
 
 
 def _base_answer(patient, prompt: str, max_tokens: int, edits) -> str:

@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from edge_repair.engine.capture import capture
+from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.verify import chat_tokens, greedy_replies, reply_tokens
 
 LABEL = "negative-bank"
-VERSION = "4"  # bump when the cached content changes
+VERSION = "5"  # bump when the cached content changes
 RAW_STARTS = 32   # retain prompts also fed raw (no chat template) and continued by the model
 RAW_TOKENS = 48
+GUARD_STARTS = 8  # the last negatives, continued raw, are never raw negatives: an honest perplexity guard
 CHECK_TOKENS = 8  # reply tokens compared when checking that other answers stay put
 
 
@@ -32,6 +34,8 @@ class NegativeBank:
     lengths: list[int]                  # rows per negative prompt (prompt + reply tokens), then raw texts
     grams: dict[int, np.ndarray] = field(default_factory=dict)  # layer -> rowsᵀ rows (d, d)
     check_replies: list[list[int]] = field(default_factory=list)  # base replies to the check prompts
+    guard_tokens: list[list[int]] = field(default_factory=list)   # raw text whose perplexity guards an edit
+    guard_perplexity: float = 0.0                                 # the base model's perplexity on it
 
     def __post_init__(self):
         for layer, rows in self.rows.items():
@@ -56,6 +60,9 @@ class NegativeBank:
         arrays["lengths"] = np.array(self.lengths, np.int64)
         arrays["check_lengths"] = np.array([len(r) for r in self.check_replies], np.int64)
         arrays["checks"] = np.array([t for r in self.check_replies for t in r], np.int64)
+        arrays["guard_lengths"] = np.array([len(t) for t in self.guard_tokens], np.int64)
+        arrays["guard"] = np.array([t for r in self.guard_tokens for t in r], np.int64)
+        arrays["guard_perplexity"] = np.array(self.guard_perplexity)
         np.savez(buffer, **arrays)
         return buffer.getvalue()
 
@@ -67,8 +74,11 @@ class NegativeBank:
             grams = {int(k[4:]): arrays[k] for k in arrays.files if k.startswith("gram")}
             bounds = np.r_[0, np.cumsum(arrays["check_lengths"])]
             checks = [arrays["checks"][a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])]
+            bounds = np.r_[0, np.cumsum(arrays["guard_lengths"])]
+            guard = [arrays["guard"][a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])]
             lengths = arrays["lengths"].tolist()
-        return cls(rows, use, lengths, grams, checks)
+            guard_perplexity = float(arrays["guard_perplexity"])
+        return cls(rows, use, lengths, grams, checks, guard, guard_perplexity)
 
 
 def build(patient, prompts: list[str], layers: list[int], checks: list[str] = (), reply_length: int = 16) -> NegativeBank:
@@ -81,15 +91,20 @@ def build(patient, prompts: list[str], layers: list[int], checks: list[str] = ()
     try:
         replies = greedy_replies(patient, prompts, reply_length)
         lists = [chat_tokens(patient.tokenizer, p) + reply_tokens(patient.tokenizer, r) for p, r in zip(prompts, replies)]
-        lists += raw_continuations(patient, prompts[:RAW_STARTS], RAW_TOKENS)
+        raw = raw_continuations(patient, prompts[:RAW_STARTS], RAW_TOKENS)
+        lists += raw
         acts = capture(patient.model, lists, layers)
         rows = {l: np.array(acts.mlp_in[l]) for l in layers}
         use = {l: neuron_contribution(*mlp_weights(patient.model, l), rows[l]) for l in layers}
         check_replies = [reply_tokens(patient.tokenizer, r)[:CHECK_TOKENS]
                          for r in greedy_replies(patient, list(checks), CHECK_TOKENS)] if checks else []
+        # Raw text the gate never saw as a negative guards against units misfiring on raw text.
+        guard = raw_continuations(patient, prompts[-GUARD_STARTS:], RAW_TOKENS) if len(prompts) > RAW_STARTS + GUARD_STARTS else []
+        guard_perplexity = token_perplexity(patient.model, guard) if guard else 0.0
     finally:
         set_factors(patient.model, edits)
-    return NegativeBank(rows, use, [len(t) for t in lists], check_replies=check_replies)
+    return NegativeBank(rows, use, [len(t) for t in lists], check_replies=check_replies, guard_tokens=guard,
+                        guard_perplexity=guard_perplexity)
 
 
 def raw_continuations(patient, starts: list[str], length: int) -> list[list[int]]:
