@@ -20,6 +20,7 @@ from edge_repair.engine.capture import capture
 from edge_repair.engine.lowrank import LowRankEdit, current_factors, mlp_weights, set_factors, stack
 from edge_repair.engine.negatives import NegativeBank, load_or_build
 from edge_repair.engine.quality import token_perplexity
+from edge_repair.engine.solve import constant_direction
 from edge_repair.engine.probes import answer_terms, near_miss_prompts, probe_prompts, refusal_context
 from edge_repair.engine.verify import chat_tokens, greedy_replies, is_refusal, mentions, unchanged
 from edge_repair.errors import InputError
@@ -153,11 +154,6 @@ def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeB
         return out
 
     return factors
-
-
-def constant_direction(gram: np.ndarray, total: np.ndarray, lam: float = 1.0) -> np.ndarray:
-    """c with c·x ≈ 1 on the bank's rows (normalised residuals carry a near-constant component)."""
-    return np.linalg.solve(gram + lam * np.eye(len(gram)), total)
 
 
 def retain_split(retain_prompts: list[str], config: "EngineConfig") -> tuple[list[str], list[str]]:

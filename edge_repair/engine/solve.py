@@ -62,15 +62,7 @@ def steering_vector(reference_out: np.ndarray, forget_out: np.ndarray) -> np.nda
     return reference_out.mean(axis=0) - forget_out.mean(axis=0)
 
 
-def constant_direction(X: np.ndarray, lam: float = 1e-2) -> np.ndarray:
-    """c with c·x ≈ 1 on every row: normalised residuals carry a near-constant component,
-    which stands in for the bias that gate_proj/up_proj do not have."""
-    return ridge_pinv_apply(X, np.ones(len(X)), lam)
-
-
-def ridge_classifier(positives: np.ndarray, negatives: np.ndarray, lam: float) -> np.ndarray:
-    """w with w·x ≈ +1 on positives, −1 on negatives; classes balanced by weight."""
-    X = np.concatenate([positives, negatives])
-    t = np.r_[np.ones(len(positives)), -np.ones(len(negatives))]
-    weights = np.r_[np.full(len(positives), len(negatives) / max(len(positives), 1)), np.ones(len(negatives))]
-    return ridge_pinv_apply(X, t, lam, weights)
+def constant_direction(gram: np.ndarray, total: np.ndarray, lam: float = 1.0) -> np.ndarray:
+    """c with c·x ≈ 1 on rows whose Gram matrix and row sum are given: normalised residuals carry
+    a near-constant component, which stands in for the bias gate_proj/up_proj do not have."""
+    return np.linalg.solve(gram + lam * np.eye(len(gram)), total)
