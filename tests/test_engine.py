@@ -139,3 +139,19 @@ def test_token_perplexity_ignores_padding(tiny_model_dir):
     alone = [math.log(token_perplexity(model, [t])) * (len(t) - 1) for t in (short, long)]
     together = math.log(token_perplexity(model, [short, long])) * (len(short) + len(long) - 2)
     assert abs(together - sum(alone)) < 1e-3
+
+
+def test_base_model_removes_edits_and_puts_them_back(tiny_model_dir):
+    from edge_repair.engine.lowrank import base_model, current_factors
+
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    tokens = mx.array([[1, 5, 6, 7]])
+    base = patient.model(tokens)
+    edit = {"model.layers.1.mlp.down_proj": (mx.array(rng.normal(size=(128, 1)).astype(np.float32)),
+                                             mx.array(rng.normal(size=(1, 64)).astype(np.float32)))}
+    set_factors(patient.model, edit)
+    edited = patient.model(tokens)
+    with base_model(patient.model):
+        assert mx.allclose(patient.model(tokens), base)
+    assert mx.allclose(patient.model(tokens), edited) and current_factors(patient.model).keys() == edit.keys()
+    set_factors(patient.model, {})

@@ -17,7 +17,7 @@ import numpy as np
 from edge_repair import datasets
 from edge_repair.engine import gated, literal
 from edge_repair.engine.capture import capture
-from edge_repair.engine.lowrank import LowRankEdit, current_factors, mlp_weights, set_factors, stack
+from edge_repair.engine.lowrank import LowRankEdit, base_model, current_factors, mlp_weights, set_factors, stack
 from edge_repair.engine.negatives import NegativeBank, load_or_build
 from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.solve import constant_direction
@@ -28,7 +28,7 @@ from edge_repair.errors import InputError
 METHODS = ("stamp-gated", "stamp", "stamp-lr")
 SCOPES = ("fact", "subject")
 # Open-ended replies flip on near-ties at the slightest change (rewriting 10 unused neurons
-# alone flips ~1 in 16), so retain checks compare the first CHECK_TOKENS tokens and allow slack.
+# alone flips ~1 in 16), so retain checks compare the first negatives.CHECK_TOKENS tokens and allow slack.
 RETAIN_BAR = 0.75
 # Stacked units can misfire on raw text while chat answers still look fine; such an edit is refused.
 PERPLEXITY_BAR = 0.05
@@ -114,13 +114,9 @@ def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeB
     near = near_miss_prompts(prompts, subject, config.near_misses, keep_subject=scope == "fact")
     # Designed against the base model, like the bank: earlier edits' units must not leak into
     # this edit's keys and targets (stacked units would then chase each other).
-    edits = current_factors(patient.model)
-    set_factors(patient.model, {})
-    try:
+    with base_model(patient.model):
         plain = capture(patient.model, [chat_tokens(tok, p) for p in prompts + near], layers, batch_size=16)
         refusing = capture(patient.model, [chat_tokens(tok, p, refusal_context()) for p in prompts], layers)
-    finally:
-        set_factors(patient.model, edits)
     n = len(prompts)
     last = lambda acts, i: acts.rows(i, [-1])[0]
     pos_rows = [last(plain, i) for i in range(n)]
@@ -191,7 +187,7 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     start = time.perf_counter()
     prompts = probe_prompts(request.prompt, request.paraphrases)
     before = current_factors(patient.model)
-    response = request.response or _base_answer(patient, request.prompt, config.verify_tokens, before)
+    response = request.response or _base_answer(patient, request.prompt, config.verify_tokens)
     terms = answer_terms(request.prompt, response)
     negatives, checks = retain_split(retain_prompts, config)
     about = [i for i, p in enumerate(negatives) if _mentions_any(p, terms, request.subject)]
@@ -241,16 +237,11 @@ def _perplexity_change(patient, bank: NegativeBank) -> float:
     return round(token_perplexity(patient.model, bank.guard_tokens) / bank.guard_perplexity - 1.0, 4)
 
 
-def _base_answer(patient, prompt: str, max_tokens: int, edits) -> str:
+def _base_answer(patient, prompt: str, max_tokens: int) -> str:
     """The base model's answer: earlier edits may already blur it (similar facts share units'
     leaks), and verification must look for the real answer, not for that blur."""
-    if not edits:
+    with base_model(patient.model):
         return greedy_replies(patient, [prompt], max_tokens)[0]
-    set_factors(patient.model, {})
-    try:
-        return greedy_replies(patient, [prompt], max_tokens)[0]
-    finally:
-        set_factors(patient.model, edits)
 
 
 def _mentions_any(text: str, terms: list[str], subject: str | None) -> bool:

@@ -6,6 +6,7 @@ That is exactly an mlx-lm LoRA adapter with scale 1, so edits persist in its for
 `mlx_lm.generate --adapter-path` reproduces them.
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import mlx.core as mx
@@ -82,3 +83,16 @@ def mlp_weights(model: nn.Module, layer: int):
             w = mx.dequantize(w, linear.scales, linear.biases, linear.group_size, linear.bits)
         out.append(np.array(w.astype(mx.float32)))
     return tuple(out)
+
+
+@contextmanager
+def base_model(model: nn.Module):
+    """Temporarily the base model: every edit removed, and put back afterwards (even on error)."""
+    edits = current_factors(model)
+    if edits:
+        set_factors(model, {})
+    try:
+        yield model
+    finally:
+        if edits:
+            set_factors(model, edits)

@@ -84,15 +84,12 @@ class NegativeBank:
 def build(patient, prompts: list[str], layers: list[int], checks: list[str] = (), reply_length: int = 16) -> NegativeBank:
     """Capture every token of prompts + the model's replies at `layers` (the base model's view)."""
     from edge_repair.engine.gated import neuron_contribution
-    from edge_repair.engine.lowrank import current_factors, mlp_weights, set_factors
+    from edge_repair.engine.lowrank import base_model, mlp_weights
 
-    edits = current_factors(patient.model)
-    set_factors(patient.model, {})  # negatives describe the base model, not earlier edits
-    try:
+    with base_model(patient.model):  # negatives describe the base model, not earlier edits
         replies = greedy_replies(patient, prompts, reply_length)
         lists = [chat_tokens(patient.tokenizer, p) + reply_tokens(patient.tokenizer, r) for p, r in zip(prompts, replies)]
-        raw = raw_continuations(patient, prompts[:RAW_STARTS], RAW_TOKENS)
-        lists += raw
+        lists += raw_continuations(patient, prompts[:RAW_STARTS], RAW_TOKENS)
         acts = capture(patient.model, lists, layers)
         rows = {l: np.array(acts.mlp_in[l]) for l in layers}
         use = {l: neuron_contribution(*mlp_weights(patient.model, l), rows[l]) for l in layers}
@@ -101,8 +98,6 @@ def build(patient, prompts: list[str], layers: list[int], checks: list[str] = ()
         # Raw text the gate never saw as a negative guards against units misfiring on raw text.
         guard = raw_continuations(patient, prompts[-GUARD_STARTS:], RAW_TOKENS) if len(prompts) > RAW_STARTS + GUARD_STARTS else []
         guard_perplexity = token_perplexity(patient.model, guard) if guard else 0.0
-    finally:
-        set_factors(patient.model, edits)
     return NegativeBank(rows, use, [len(t) for t in lists], check_replies=check_replies, guard_tokens=guard,
                         guard_perplexity=guard_perplexity)
 
