@@ -34,7 +34,7 @@ def greedy_replies(patient, prompts: list[str], max_tokens: int = 16, batch_size
     from mlx_lm.generate import batch_generate
 
     lists = [chat_tokens(patient.tokenizer, p) for p in prompts]
-    n, cache = prefix_cache(patient.model, lists) if len(lists) > 1 else (0, None)
+    n, cache = prefix_cache(patient.model, lists)
     replies = []
     for start in range(0, len(lists), batch_size):
         chunk = [t[n:] for t in lists[start:start + batch_size]]
@@ -53,7 +53,7 @@ def unchanged(patient, prompts: list[str], replies: list[list[int]], batch_size:
     sequences = [chat_tokens(patient.tokenizer, p) + r for p, r in zip(prompts, replies)]
     # The shared prefix must stop before the token that predicts each reply's first token.
     limit = min((len(s) - len(r) - 1 for s, r in zip(sequences, replies)), default=0)
-    n, cache = prefix_cache(patient.model, sequences, limit=limit) if sequences else (0, None)
+    n, cache = prefix_cache(patient.model, sequences, limit=limit)
     verdicts = []
     for start in range(0, len(sequences), batch_size):
         chunk = [s[n:] for s in sequences[start:start + batch_size]]
