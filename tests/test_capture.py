@@ -17,6 +17,19 @@ def test_batched_capture_matches_each_prompt_alone(tiny_model_dir):
     assert batched.rows(2, [-1]) == [len(prompts[0]) + len(prompts[1]) + len(prompts[2]) - 1]
 
 
+def test_capture_keeps_only_the_kinds_asked_for(tiny_model_dir):
+    model = load_patient(str(tiny_model_dir), compute="f32").model
+    prompts = [[1, 5, 6, 7, 8], [1, 5, 9]]
+    full = capture(model, prompts, [1, 2])
+    only = capture(model, prompts, [1, 2], kinds=("mlp_in",))
+    assert only.resid == {} and only.mlp_out == {}
+    assert mx.allclose(only.mlp_in[2], full.mlp_in[2])
+    last = capture(model, prompts, [1, 2], positions=[-1, 0])
+    assert last.lengths == [2, 2] and last.rows(1, [-1]) == [3]
+    picked = mx.array(full.rows(0, [-1, 0]) + full.rows(1, [-1, 0]))
+    assert mx.allclose(last.resid[1], full.resid[1][picked])
+
+
 def test_capture_leaves_model_unchanged(tiny_model_dir):
     model = load_patient(str(tiny_model_dir), compute="f32").model
     tokens = mx.array([[1, 5, 6, 7]])
@@ -36,6 +49,10 @@ def test_shared_prefix_is_run_once_without_changing_activations(tiny_model_dir):
     for layer in (1, 3):
         assert mx.allclose(shared.mlp_in[layer], separate.mlp_in[layer], atol=1e-4)
         assert mx.allclose(shared.resid[layer], separate.resid[layer], atol=1e-3)
+    # positions may fall inside the shared prefix (0) or after it (-1)
+    ends = capture(model, prompts, [1], batch_size=2, positions=[0, -1])
+    picked = mx.array([r for i in range(len(prompts)) for r in separate.rows(i, [0, -1])])
+    assert mx.allclose(ends.mlp_in[1], separate.mlp_in[1][picked], atol=1e-4)
 
 
 def test_greedy_and_teacher_forced_checks_agree_with_a_shared_prefix(tiny_model_dir):

@@ -84,6 +84,23 @@ def test_negative_bank_roundtrip_through_a_sealed_cache(tiny_model_dir, tmp_path
     assert np.allclose(again.rows[2], bank.rows[2], atol=1e-2) and again.neuron_use[1].shape == (128,)
     assert len(bank.check_replies) == 1 and again.check_replies == bank.check_replies
     assert NegativeBank.from_bytes(bank.to_bytes()).rows.keys() == bank.rows.keys()
+    # float16 in memory, float32 (and a matching Gram) for a solve
+    rows, gram = bank.without([0], 2)
+    assert bank.rows[2].dtype == np.float16 and rows.dtype == np.float32
+    assert len(rows) == len(bank.rows[2]) - bank.lengths[0] and np.allclose(gram, rows.T @ rows, atol=1e-2)
+
+
+def test_bank_inputs_captured_in_chunks_match_one_capture(tiny_model_dir):
+    from edge_repair.engine.capture import capture
+    from edge_repair.engine.negatives import mlp_inputs
+
+    model = load_patient(str(tiny_model_dir), compute="f32").model
+    lists = [[1, 5, 6, 7, 8, 9, 10, 11, 12, 13], [1, 5, 6, 7, 8, 9, 10, 11, 20], [3, 4], [1, 5, 6, 30, 31]]
+    whole = capture(model, lists, [1, 2])
+    chunked = mlp_inputs(model, lists, [1, 2], chunk=3)
+    for layer in (1, 2):
+        assert chunked[layer].dtype == np.float16
+        assert np.allclose(chunked[layer], np.array(whole.mlp_in[layer]), atol=1e-2)
 
 
 def test_near_misses_swap_only_the_name_in_a_subject_phrase():
@@ -106,7 +123,8 @@ def test_bank_without_a_prompt_drops_its_rows_and_gram():
     bank = NegativeBank({3: rows}, {3: np.ones(8)}, [2, 3, 4], check_replies=[[1, 2], [3]],
                         guard_tokens=[[5, 6, 7]], guard_perplexity=12.5)
     kept, gram = bank.without([1], 3)
-    assert np.allclose(kept, rows[[0, 1, 5, 6, 7, 8]]) and np.allclose(gram, kept.T @ kept, atol=1e-5)
+    stored = rows.astype(np.float16).astype(np.float32)  # rows are held as float16
+    assert np.allclose(kept, stored[[0, 1, 5, 6, 7, 8]]) and np.allclose(gram, kept.T @ kept, atol=1e-5)
     again = NegativeBank.from_bytes(bank.to_bytes())
     assert again.lengths == [2, 3, 4] and again.check_replies == [[1, 2], [3]]
     assert again.guard_tokens == [[5, 6, 7]] and again.guard_perplexity == 12.5
@@ -137,8 +155,9 @@ def test_token_perplexity_ignores_padding(tiny_model_dir):
     model = load_patient(str(tiny_model_dir), compute="f32").model
     short, long = [3, 9, 4], [3, 9, 4, 11, 12, 5]
     alone = [math.log(token_perplexity(model, [t])) * (len(t) - 1) for t in (short, long)]
-    together = math.log(token_perplexity(model, [short, long])) * (len(short) + len(long) - 2)
-    assert abs(together - sum(alone)) < 1e-3
+    for batch_size in (1, 2):
+        together = math.log(token_perplexity(model, [short, long], batch_size)) * (len(short) + len(long) - 2)
+        assert abs(together - sum(alone)) < 1e-3
 
 
 def test_base_model_removes_edits_and_puts_them_back(tiny_model_dir):

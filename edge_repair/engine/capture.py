@@ -87,11 +87,17 @@ def shared_prefix(token_lists: list[list[int]]) -> int:
     return n
 
 
+KINDS = ("mlp_in", "mlp_out", "resid")
+
+
 def capture(model: nn.Module, token_lists: list[list[int]], layers: list[int], batch_size: int = 8,
-            min_prefix: int = 8) -> Activations:
-    """MLP inputs/outputs and residuals at `layers` for every real token of every prompt."""
+            min_prefix: int = 8, kinds: tuple[str, ...] = KINDS, positions: list[int] | None = None) -> Activations:
+    """MLP inputs/outputs and residuals at `layers` for every real token of every prompt.
+
+    Only the `kinds` asked for are kept, and with `positions` (e.g. [-1]) only those positions of
+    each prompt: every kept row is d floats per kind and layer, and an edit needs few of them."""
     layers = sorted(set(layers))
-    collected = {"mlp_in": {l: [] for l in layers}, "mlp_out": {l: [] for l in layers}, "resid": {l: [] for l in layers}}
+    collected = {kind: {l: [] for l in layers} for kind in kinds}
     n_prefix = shared_prefix(token_lists) if len(token_lists) > 1 else 0
     shared, prefix_record = None, None
     if n_prefix >= min_prefix and _plain_kv_cache(model):
@@ -107,11 +113,20 @@ def capture(model: nn.Module, token_lists: list[list[int]], layers: list[int], b
             for l in layers:
                 full = record[kind][l]
                 head = [prefix_record[kind][l][0]] if prefix_record else []
-                collected[kind][l].extend(mx.concatenate(head + [full[i, : len(t)]]) for i, t in enumerate(chunk))
+                collected[kind][l].extend(_kept(head, full[i, : len(t)], positions) for i, t in enumerate(chunk))
     merged = {kind: {l: mx.concatenate(v, axis=0).astype(mx.float32) for l, v in per.items()} for kind, per in collected.items()}
     for per in merged.values():
         mx.eval(list(per.values()))
-    return Activations(merged["mlp_in"], merged["mlp_out"], merged["resid"], [len(t) for t in token_lists])
+    lengths = [len(t) for t in token_lists] if positions is None else [len(positions)] * len(token_lists)
+    return Activations(merged.get("mlp_in", {}), merged.get("mlp_out", {}), merged.get("resid", {}), lengths)
+
+
+def _kept(head: list[mx.array], own: mx.array, positions: list[int] | None) -> mx.array:
+    """One prompt's rows: the shared prefix's (if any) then its own, all or only at `positions`."""
+    rows = mx.concatenate(head + [own]) if head else own
+    if positions is None:
+        return rows
+    return rows[mx.array([p % rows.shape[0] for p in positions])]
 
 
 def _plain_kv_cache(model: nn.Module) -> bool:
@@ -131,14 +146,18 @@ def prefix_cache(model: nn.Module, token_lists: list[list[int]], min_prefix: int
     return n, cache
 
 
-def repeat_cache(cache: list, batch: int) -> list:
-    """The prefix's KV cache, repeated for a batch (layers the prefix run never reached stay empty)."""
+def repeat_cache(cache: list, batch: int, step: int = 32) -> list:
+    """The prefix's KV cache, repeated for a batch (layers the prefix run never reached stay empty).
+
+    The copies grow `step` positions at a time: mlx-lm's default of 256 gave every layer a
+    256-position buffer per batch row, most of an edit's peak memory for prompts of ~40 tokens."""
     out = []
     for c in cache:
         fresh = KVCache()
+        fresh.step = step
         if c.keys is not None:
             keys, values = c.keys_and_values()
-            fresh.update_and_fetch(mx.repeat(keys, batch, axis=0), mx.repeat(values, batch, axis=0))
+            fresh.state = (mx.repeat(keys, batch, axis=0), mx.repeat(values, batch, axis=0), c.offset)
         out.append(fresh)
     return out
 

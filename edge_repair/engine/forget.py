@@ -115,8 +115,9 @@ def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeB
     # Designed against the base model, like the bank: earlier edits' units must not leak into
     # this edit's keys and targets (stacked units would then chase each other).
     with base_model(patient.model):
-        plain = capture(patient.model, [chat_tokens(tok, p) for p in prompts + near], layers, batch_size=16)
-        refusing = capture(patient.model, [chat_tokens(tok, p, refusal_context()) for p in prompts], layers)
+        keep = {"kinds": ("mlp_in", "resid"), "positions": [-1]}  # units are keyed on the last position only
+        plain = capture(patient.model, [chat_tokens(tok, p) for p in prompts + near], layers, batch_size=16, **keep)
+        refusing = capture(patient.model, [chat_tokens(tok, p, refusal_context()) for p in prompts], layers, **keep)
     n = len(prompts)
     last = lambda acts, i: acts.rows(i, [-1])[0]
     pos_rows = [last(plain, i) for i in range(n)]

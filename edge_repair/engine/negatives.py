@@ -20,7 +20,7 @@ from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.verify import chat_tokens, greedy_replies, reply_tokens
 
 LABEL = "negative-bank"
-VERSION = "5"  # bump when the cached content changes
+VERSION = "6"  # bump when the cached content changes
 RAW_STARTS = 32   # retain prompts also fed raw (no chat template) and continued by the model
 RAW_TOKENS = 48
 GUARD_STARTS = 8  # the last negatives, continued raw, are never raw negatives: an honest perplexity guard
@@ -29,7 +29,7 @@ CHECK_TOKENS = 8  # reply tokens compared when checking that other answers stay 
 
 @dataclass
 class NegativeBank:
-    rows: dict[int, np.ndarray]         # layer -> (n, d) MLP inputs, prompts concatenated
+    rows: dict[int, np.ndarray]         # layer -> (n, d) float16 MLP inputs, prompts concatenated
     neuron_use: dict[int, np.ndarray]   # layer -> (d_ff,) how much each neuron contributes on the rows
     lengths: list[int]                  # rows per negative prompt (prompt + reply tokens), then raw texts
     grams: dict[int, np.ndarray] = field(default_factory=dict)  # layer -> rowsᵀ rows (d, d)
@@ -38,13 +38,16 @@ class NegativeBank:
     guard_perplexity: float = 0.0                                 # the base model's perplexity on it
 
     def __post_init__(self):
-        for layer, rows in self.rows.items():
+        # Rows stay float16 in memory (half the RSS of a bank); a layer is widened when solved.
+        self.rows = {layer: rows.astype(np.float16) for layer, rows in self.rows.items()}
+        for layer in self.rows:
             if layer not in self.grams:
+                rows = self.rows[layer].astype(np.float32)
                 self.grams[layer] = rows.T @ rows
 
     def without(self, prompts: list[int], layer: int) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, Gram) of `layer` leaving out the given prompts (e.g. ones about the forget subject)."""
-        rows, gram = self.rows[layer], self.grams[layer]
+        """(float32 rows, Gram) of `layer` leaving out the given prompts (e.g. ones about the forget subject)."""
+        rows, gram = self.rows[layer].astype(np.float32), self.grams[layer]
         if not prompts:
             return rows, gram
         starts = np.r_[0, np.cumsum(self.lengths)]
@@ -54,7 +57,7 @@ class NegativeBank:
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        arrays = {f"rows{l}": r.astype(np.float16) for l, r in self.rows.items()}
+        arrays = {f"rows{l}": r for l, r in self.rows.items()}
         arrays.update({f"use{l}": u for l, u in self.neuron_use.items()})
         arrays.update({f"gram{l}": g for l, g in self.grams.items()})
         arrays["lengths"] = np.array(self.lengths, np.int64)
@@ -69,7 +72,7 @@ class NegativeBank:
     @classmethod
     def from_bytes(cls, data: bytes) -> "NegativeBank":
         with np.load(io.BytesIO(data)) as arrays:
-            rows = {int(k[4:]): arrays[k].astype(np.float32) for k in arrays.files if k.startswith("rows")}
+            rows = {int(k[4:]): arrays[k] for k in arrays.files if k.startswith("rows")}
             use = {int(k[3:]): arrays[k] for k in arrays.files if k.startswith("use")}
             grams = {int(k[4:]): arrays[k] for k in arrays.files if k.startswith("gram")}
             bounds = np.r_[0, np.cumsum(arrays["check_lengths"])]
@@ -90,9 +93,8 @@ def build(patient, prompts: list[str], layers: list[int], checks: list[str] = ()
         replies = greedy_replies(patient, prompts, reply_length)
         lists = [chat_tokens(patient.tokenizer, p) + reply_tokens(patient.tokenizer, r) for p, r in zip(prompts, replies)]
         lists += raw_continuations(patient, prompts[:RAW_STARTS], RAW_TOKENS)
-        acts = capture(patient.model, lists, layers)
-        rows = {l: np.array(acts.mlp_in[l]) for l in layers}
-        use = {l: neuron_contribution(*mlp_weights(patient.model, l), rows[l]) for l in layers}
+        rows = mlp_inputs(patient.model, lists, layers)
+        use = {l: neuron_contribution(*mlp_weights(patient.model, l), rows[l].astype(np.float32)) for l in layers}
         check_replies = [reply_tokens(patient.tokenizer, r)[:CHECK_TOKENS]
                          for r in greedy_replies(patient, list(checks), CHECK_TOKENS)] if checks else []
         # Raw text the gate never saw as a negative guards against units misfiring on raw text.
@@ -100,6 +102,17 @@ def build(patient, prompts: list[str], layers: list[int], checks: list[str] = ()
         guard_perplexity = token_perplexity(patient.model, guard) if guard else 0.0
     return NegativeBank(rows, use, [len(t) for t in lists], check_replies=check_replies, guard_tokens=guard,
                         guard_perplexity=guard_perplexity)
+
+
+def mlp_inputs(model, lists: list[list[int]], layers: list[int], chunk: int = 32) -> dict[int, np.ndarray]:
+    """float16 MLP inputs of every token, captured a chunk of prompts at a time: holding all
+    kinds of all layers for hundreds of prompts at once would peak at gigabytes."""
+    parts = {l: [] for l in layers}
+    for start in range(0, len(lists), chunk):
+        acts = capture(model, lists[start:start + chunk], layers, kinds=("mlp_in",))
+        for l in layers:
+            parts[l].append(np.array(acts.mlp_in[l]).astype(np.float16))
+    return {l: np.concatenate(p) for l, p in parts.items()}
 
 
 def raw_continuations(patient, starts: list[str], length: int) -> list[list[int]]:

@@ -20,12 +20,20 @@ def perplexity(patient, text: str, window: int = 256) -> float:
     return math.exp(total / max(count, 1))
 
 
-def token_perplexity(model, token_lists: list[list[int]]) -> float:
-    """Perplexity of several token sequences in one right-padded batch (padding is not scored)."""
+def token_perplexity(model, token_lists: list[list[int]], batch_size: int = 2) -> float:
+    """Perplexity of several token sequences, in small right-padded batches (padding is not scored).
+
+    Small batches because the logits are batch·length·vocab floats: with a 49k vocabulary, eight
+    80-token texts at once would be the largest allocation of an edit."""
     from edge_repair.engine.capture import pad_batch
 
-    tokens = pad_batch(token_lists)
-    logits = model(tokens[:, :-1]).astype(mx.float32)
-    losses = nn.losses.cross_entropy(logits, tokens[:, 1:], reduction="none")
-    mask = mx.array([[1.0] * (len(t) - 1) + [0.0] * (tokens.shape[1] - len(t)) for t in token_lists])
-    return math.exp((losses * mask).sum().item() / mask.sum().item())
+    total, count = 0.0, 0
+    for start in range(0, len(token_lists), batch_size):
+        chunk = token_lists[start:start + batch_size]
+        tokens = pad_batch(chunk)
+        logits = model(tokens[:, :-1]).astype(mx.float32)
+        losses = nn.losses.cross_entropy(logits, tokens[:, 1:], reduction="none")
+        mask = mx.array([[1.0] * (len(t) - 1) + [0.0] * (tokens.shape[1] - len(t)) for t in chunk])
+        total += (losses * mask).sum().item()
+        count += sum(len(t) - 1 for t in chunk)
+    return math.exp(total / max(count, 1))

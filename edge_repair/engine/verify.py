@@ -48,8 +48,10 @@ def reply_tokens(tokenizer, reply: str) -> list[int]:
     return list(tokenizer.encode(reply, add_special_tokens=False))
 
 
-def unchanged(patient, prompts: list[str], replies: list[list[int]], batch_size: int = 16) -> list[bool]:
-    """For each prompt: would greedy decoding still produce exactly `replies[i]` (token ids)?"""
+def unchanged(patient, prompts: list[str], replies: list[list[int]], batch_size: int = 4) -> list[bool]:
+    """For each prompt: would greedy decoding still produce exactly `replies[i]` (token ids)?
+
+    Batches stay small: the logits (batch·length·vocab floats) dominate an edit's peak memory."""
     sequences = [chat_tokens(patient.tokenizer, p) + r for p, r in zip(prompts, replies)]
     # The shared prefix must stop before the token that predicts each reply's first token.
     limit = min((len(s) - len(r) - 1 for s, r in zip(sequences, replies)), default=0)
