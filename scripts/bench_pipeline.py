@@ -5,7 +5,9 @@ Reports, per watchdog mode (model alone, rules alone, combined): request detecte
 valid plan %, request satisfied % (verified forgetting), refusal (IDK) % and seconds per stage.
 Prints only numbers and dialogue ids, never dialogue text.
 
-  nice -n 10 python scripts/bench_pipeline.py [--model DIR] [--edits 10] [--json]
+  nice -n 10 python scripts/bench_pipeline.py [--model DIR] [--edits 10] [--json] [--out results]
+
+With --out, results/pipeline.json and results/pipeline.md (the README's table) are written.
 """
 
 import argparse
@@ -13,6 +15,7 @@ import json
 import statistics
 import time
 from importlib import resources
+from pathlib import Path
 
 import edge_repair  # noqa: F401 - loads OpenBLAS before mlx
 from edge_repair.loading import load_patient
@@ -105,6 +108,7 @@ def main() -> None:
     parser.add_argument("--model-paraphrases", type=int, default=1)
     parser.add_argument("--modes", default=",".join(MODES), help="watchdog modes to measure (combined is needed)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--out", default=None, help="directory for pipeline.json + pipeline.md")
     args = parser.parse_args()
     patient = load_patient(args.model)
     dialogues = load_dialogues()
@@ -123,6 +127,28 @@ def main() -> None:
     stages = [dog["watchdog_seconds_mean"], repair["surgeon_seconds_mean"], repair["engine_seconds_mean"]]
     report["turnaround_seconds_mean"] = round(sum(s for s in stages if s), 3) if repair["engine_seconds_mean"] else None
     print(json.dumps(report, indent=None if args.json else 1))
+    if args.out:
+        write_results(Path(args.out), report)
+
+
+def write_results(out: Path, report: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pipeline.json").write_text(json.dumps(report, indent=1) + "\n")
+    cell = lambda v, unit="": "–" if v is None else f"{v}{unit}"
+    lines = ["| watchdog | dialogues (requests / chat) | detected | false positives | from pasted/quoted | pair extracted |",
+             "|---|---|---|---|---|---|"]
+    for name, row in report.items():
+        if "/" in name:
+            lines.append(f"| {name} | {row['n_requests']} / {row['n_chat']} | {cell(row['detected_pct'], '%')} | "
+                         f"{cell(row['false_positive_pct'], '%')} | {row['false_positives_from_pasted']} | "
+                         f"{cell(row['pair_extracted_pct'], '%')} |")
+    r = report["repair"]
+    lines += ["", "| valid plan | request satisfied (verified) | refusal (IDK) on probes | watchdog s | surgeon s | "
+              "engine s | turnaround s |", "|---|---|---|---|---|---|---|",
+              f"| {cell(r['valid_plan_pct'], '%')} ({r['plans']} plans) | {cell(r['satisfied_pct'], '%')} "
+              f"({r['edits_run']} edits) | {cell(r['idk_pct'], '%')} | {report['main/combined']['watchdog_seconds_mean']} | "
+              f"{r['surgeon_seconds_mean']} | {r['engine_seconds_mean']} | {cell(report['turnaround_seconds_mean'])} |"]
+    (out / "pipeline.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

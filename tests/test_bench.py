@@ -53,19 +53,28 @@ def test_a_ga_step_lowers_the_answer_log_prob(tiny_model_dir):
 def test_baselines_rows_on_the_tiny_model(tiny_model_dir):
     patient = load_patient(str(tiny_model_dir))
     result = baselines.run_baselines(patient=patient, methods=("ga", "npo", "rmu", "stamp-lr"), steps=1,
-                                     others=2, config=SMALL)
-    names = [m["method"] for m in result["methods"]]
-    assert names == ["base", "ga", "npo", "rmu", "stamp-lr"]
+                                     others=2, config=SMALL, only_produced=False)
+    names = [(m["task"], m["method"]) for m in result["methods"]]
+    assert names == [(t, m) for t in baselines.TASKS for m in ["base", "ga", "npo", "rmu", "stamp-lr"]]
     for row in result["methods"]:
         assert {"method", "seconds", "peak_memory_bytes", "forgot", "others_kept", "ppl"} <= set(row)
         assert 0 <= row["forgot"] <= 1 and row["ppl"] > 0
-    assert all(m["peak_memory_bytes"] > 0 for m in result["methods"][1:])
+    assert all(m["peak_memory_bytes"] > 0 for m in result["methods"] if m["method"] != "base")
     mx.eval(patient.model.parameters())
+
+
+def test_misinformation_items_remove_the_wrong_answer_and_pick_evenly():
+    items = baselines.task_items("misinformation")
+    assert all(i["answer"] and i["question"] and "heldout_paraphrase" not in i for i in items)
+    assert baselines.task_items("knowledge")[0]["answer"]
+    assert [i["id"] for i in baselines.evenly(items, 3)] == [items[0]["id"], items[5]["id"], items[10]["id"]]
 
 
 def test_cli_scaling_json_and_a_bad_option():
     runner = CliRunner()
     bad = runner.invoke(app, ["bench", "baselines", "--methods", "sgd"])
     assert bad.exit_code == 2 and "unknown method" in bad.output and "Traceback" not in bad.output
+    bad = runner.invoke(app, ["bench", "baselines", "--tasks", "poetry"])
+    assert bad.exit_code == 2 and "poetry" in bad.output and "Traceback" not in bad.output
     bad = runner.invoke(app, ["bench", "scaling", "--runs", "0"])
     assert bad.exit_code == 2

@@ -1,8 +1,10 @@
 """Single-sample forgetting, training baselines vs STAMP (paper Table 8) on the local model.
 
-Per trial one fact: the forget pair is its question (+ 3 paraphrases) with the model's own
-greedy reply. Afterwards, as in scripts/bench_forget.py: is the answer gone on the question,
-the paraphrases and a held-out phrasing; do the other facts keep theirs; held-out perplexity.
+Two of the paper's tasks (§5.1): knowledge suppression (facts the model answers correctly) and
+misinformation removal (questions it answers wrongly; the user says "That is incorrect. Remove
+this."). Per trial one item: the forget pair is its question (+ paraphrases) with the model's own
+greedy reply. Afterwards, as in scripts/bench_forget.py: is the answer gone on the question, the
+paraphrases and a held-out phrasing; do the other (known) facts keep theirs; held-out perplexity.
 """
 
 import statistics
@@ -15,6 +17,7 @@ from edge_repair.bench.memory import temporary_home
 from edge_repair.progress import status
 
 STAMP_METHODS = ("stamp-gated", "stamp", "stamp-lr")
+TASKS = ("knowledge", "misinformation")
 ALL_METHODS = training.METHODS + STAMP_METHODS
 RETAIN_PAIRS = 8     # retain prompts in the training baselines' retain term
 REPLY_TOKENS = 16
@@ -24,11 +27,36 @@ def _answers(fact) -> list[str]:
     return [fact["answer"], *fact.get("aliases", [])]
 
 
+def task_items(task: str) -> list[dict]:
+    """A task's items in one shape: id, question, paraphrases, subject, the answer to remove
+    (and, for facts, aliases and a held-out phrasing)."""
+    from edge_repair import datasets
+
+    if task == "knowledge":
+        return datasets.facts()
+    return [{"id": m["id"], "question": m["question"], "paraphrases": m["paraphrases"], "subject": m.get("subject"),
+             "answer": m["wrong_answer"]} for m in datasets.misinformation()]
+
+
+def produced(patient, items: list[dict]) -> list[dict]:
+    """The items whose answer the model actually gives: only those can be forgotten."""
+    from edge_repair.engine.verify import greedy_replies, mentions
+
+    replies = greedy_replies(patient, [i["question"] for i in items], 24)
+    return [i for i, r in zip(items, replies) if mentions(r, _answers(i))]
+
+
+def evenly(items: list[dict], n: int) -> list[dict]:
+    """n items taken evenly across the list (it is grouped by kind: capitals, elements, ...)."""
+    n = min(n, len(items))
+    return [items[k * len(items) // n] for k in range(n)]
+
+
 def evaluate(patient, fact, others, ppl_text) -> dict:
     from edge_repair.engine.quality import perplexity
     from edge_repair.engine.verify import greedy_replies, mentions
 
-    probes = [fact["question"], *fact["paraphrases"], fact["heldout_paraphrase"]]
+    probes = [fact["question"], *fact["paraphrases"]] + ([fact["heldout_paraphrase"]] if "heldout_paraphrase" in fact else [])
     replies = greedy_replies(patient, probes, 24)
     other_replies = greedy_replies(patient, [f["question"] for f in others], REPLY_TOKENS) if others else []
     return {"forgot": sum(not mentions(r, _answers(fact)) for r in replies) / len(probes),
@@ -50,29 +78,43 @@ def _stop(start: float) -> tuple[float, int]:
 
 
 def run_baselines(model: str | None = None, trials: int = 1, methods=ALL_METHODS, steps: int = 20,
-                  lr: float | None = None, others: int | None = None, patient=None, config=None) -> dict:
-    """Rows per (trial, method) and one summary row per method; `patient`/`config` let tests go small."""
+                  lr: float | None = None, others: int | None = None, patient=None, config=None,
+                  tasks=TASKS, only_produced: bool = True) -> dict:
+    """Rows per (task, trial, method) and one summary row per (task, method).
+
+    `only_produced`: forget only items whose answer the base model gives (off for random test
+    models); `patient`/`config` let tests go small."""
     from edge_repair.engine.forget import EngineConfig
     from edge_repair.errors import InputError
 
-    unknown = [m for m in methods if m not in ALL_METHODS]
+    unknown = [m for m in methods if m not in ALL_METHODS] + [t for t in tasks if t not in TASKS]
     if unknown:
-        raise InputError(f"unknown method '{unknown[0]}'; choose from {', '.join(ALL_METHODS)}")
+        raise InputError(f"unknown method or task '{unknown[0]}'; methods: {', '.join(ALL_METHODS)}; "
+                         f"tasks: {', '.join(TASKS)}")
     if trials < 1 or steps < 1:
         raise InputError("--trials and --steps must be at least 1")
     with temporary_home():  # stamp-gated caches its negatives in the home: keep the real one untouched
-        return _run(model, trials, methods, steps, lr, others, patient, config or EngineConfig())
+        return _run(model, trials, methods, steps, lr, others, patient, config or EngineConfig(), tasks, only_produced)
 
 
-def _run(model, trials, methods, steps, lr, others, patient, config) -> dict:
+def _run(model, trials, methods, steps, lr, others, patient, config, tasks, only_produced) -> dict:
     from edge_repair import datasets
     from edge_repair.engine.forget import ForgetRequest, band, forget, prepare
     from edge_repair.engine.lowrank import set_factors
     from edge_repair.engine.verify import greedy_replies
+    from edge_repair.errors import InputError
     from edge_repair.loading import load_patient
 
     patient = patient or load_patient(model)
-    facts, retain, ppl_text = datasets.facts(), datasets.retain_prompts(), datasets.heldout_text()
+    retain, ppl_text = datasets.retain_prompts(), datasets.heldout_text()
+    facts = produced(patient, datasets.facts()) if only_produced else datasets.facts()
+    chosen = {}
+    for task in tasks:
+        items = task_items(task)
+        items = (facts if task == "knowledge" else produced(patient, items)) if only_produced else items
+        if not items:
+            raise InputError(f"the model gives none of the {task} task's answers; nothing to forget")
+        chosen[task] = evenly(items, trials)
     tok, num_layers = patient.tokenizer, len(patient.model.layers)
     retain_replies = greedy_replies(patient, retain[:RETAIN_PAIRS], REPLY_TOKENS)
     retain_batch = training.make_batch(tok, retain[:RETAIN_PAIRS], retain_replies)
@@ -83,10 +125,10 @@ def _run(model, trials, methods, steps, lr, others, patient, config) -> dict:
         bank = prepare(patient, retain, config)
         prepare_seconds = round(time.perf_counter() - start, 2)
     rows = []
-    for fact in facts[:trials]:
+    for task, fact in ((t, f) for t, items in chosen.items() for f in items):
         rest = [f for f in facts if f["id"] != fact["id"]][:others]
-        status(f"baselines: base model on '{fact['id']}'")
-        rows.append({"method": "base", "fact": fact["id"], "seconds": 0.0, "peak_memory_bytes": 0,
+        status(f"baselines: base model on {task} '{fact['id']}'")
+        rows.append({"task": task, "method": "base", "fact": fact["id"], "seconds": 0.0, "peak_memory_bytes": 0,
                      **evaluate(patient, fact, rest, ppl_text)})
         prompts = [fact["question"], *fact["paraphrases"]]
         response = greedy_replies(patient, [fact["question"]], REPLY_TOKENS)[0]
@@ -98,8 +140,8 @@ def _run(model, trials, methods, steps, lr, others, patient, config) -> dict:
                 start = _start()
                 with training.trained(patient, method, forget_batch, retain_batch, layers, steps, lr) as history:
                     seconds, peak = _stop(start)
-                    row = {"method": method, "fact": fact["id"], "seconds": seconds, "peak_memory_bytes": peak,
-                           "layers": layers, "steps": steps, "loss": [history[0], history[-1]] if history else None,
+                    row = {"task": task, "method": method, "fact": fact["id"], "seconds": seconds,
+                           "peak_memory_bytes": peak, "layers": layers, "steps": steps, "loss": [history[0], history[-1]] if history else None,
                            **evaluate(patient, fact, rest, ppl_text)}
             else:
                 request = ForgetRequest(prompt=fact["question"], paraphrases=fact["paraphrases"],
@@ -107,7 +149,7 @@ def _run(model, trials, methods, steps, lr, others, patient, config) -> dict:
                 start = _start()
                 result = forget(patient, request, retain, config, bank)
                 seconds, peak = _stop(start)
-                row = {"method": method, "fact": fact["id"], "seconds": seconds, "peak_memory_bytes": peak,
+                row = {"task": task, "method": method, "fact": fact["id"], "seconds": seconds, "peak_memory_bytes": peak,
                        "verified": result.verification.verified, **evaluate(patient, fact, rest, ppl_text)}
                 set_factors(patient.model, {})
             rows.append(row)
@@ -117,10 +159,10 @@ def _run(model, trials, methods, steps, lr, others, patient, config) -> dict:
 
 def summarise(rows: list[dict]) -> list[dict]:
     out = []
-    for method in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == method]
+    for task, method in dict.fromkeys((r["task"], r["method"]) for r in rows):
+        mine = [r for r in rows if r["method"] == method and r["task"] == task]
         kept = [r["others_kept"] for r in mine if r["others_kept"] is not None]
-        out.append({"method": method, "seconds": round(statistics.median(r["seconds"] for r in mine), 3),
+        out.append({"task": task, "method": method, "seconds": round(statistics.median(r["seconds"] for r in mine), 3),
                     "peak_memory_bytes": max(r["peak_memory_bytes"] for r in mine),
                     "forgot": round(statistics.mean(r["forgot"] for r in mine), 3),
                     "others_kept": round(statistics.mean(kept), 3) if kept else None,

@@ -59,12 +59,14 @@ def scaling_markdown(result: dict) -> str:
 
 
 def baselines_markdown(result: dict) -> str:
-    rows = [[m["method"], _num(m["seconds"], 1), _mb(m["peak_memory_bytes"]), _num(m["forgot"], 2),
-             _num(m["others_kept"], 2), _num(m["ppl"], 3), m["trials"]] for m in result["methods"]]
+    rows = [[m.get("task", "knowledge"), m["method"], _num(m["seconds"], 1), _mb(m["peak_memory_bytes"]),
+             _num(m["forgot"], 2), _num(m["others_kept"], 2), _num(m["ppl"], 3), m["trials"]] for m in result["methods"]]
     return "\n\n".join([
         "## Single-sample forgetting: training baselines vs STAMP",
-        table(["method", "seconds", "MLX peak MB", "forgot (share of 5 probes)", "other facts kept",
+        table(["task", "method", "seconds", "MLX peak MB", "answer gone (share of probes)", "other facts kept",
                "perplexity", "trials"], rows),
+        "knowledge: facts the model answers correctly (question, 3 paraphrases, a held-out phrasing); "
+        "misinformation: questions it answers wrongly (question and its paraphrases), the wrong answer is removed.",
         f"Training baselines: {result['steps']} Adam steps on the MLPs of a few layers, "
         f"retain term on {result['retain_pairs']} retain prompts; stamp-gated's once-per-model negative bank "
         f"took {_num(result['stamp_gated_prepare_seconds'], 1)} s (not in its row); model {result['model']}"])

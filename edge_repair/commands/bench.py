@@ -54,10 +54,13 @@ def baselines(model: ModelOpt = None, as_json: JsonOpt = False, out: OutOpt = No
               = "ga,npo,rmu,stamp-gated,stamp,stamp-lr",
               steps: Annotated[int, typer.Option("--steps", help="Adam steps of the training baselines.")] = 20,
               lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: per method).")] = None,
-              others: Annotated[Optional[int], typer.Option("--others", help="Other facts checked (default: all).")] = None):
+              others: Annotated[Optional[int], typer.Option("--others", help="Other facts checked (default: all).")] = None,
+              tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated: knowledge,misinformation.")]
+              = "knowledge,misinformation"):
     """Training baselines (GA, NPO, RMU) vs STAMP on single-sample forgetting (paper Table 8)."""
     from edge_repair.bench.baselines import run_baselines
 
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
-    _emit("baselines", run_baselines(model, trials=trials, methods=chosen, steps=steps, lr=lr, others=others),
-          as_json, out)
+    picked = tuple(t.strip() for t in tasks.split(",") if t.strip())
+    _emit("baselines", run_baselines(model, trials=trials, methods=chosen, steps=steps, lr=lr, others=others,
+                                     tasks=picked), as_json, out)
