@@ -34,8 +34,9 @@ def test_misinformation_schema():
     items = datasets.misinformation()
     assert len(items) >= 10
     for m in items:
-        assert set(m) == {"id", "question", "paraphrases", "wrong_answer", "correct_answer"}
+        assert set(m) == {"id", "question", "paraphrases", "wrong_answer", "correct_answer", "subject"}
         assert 2 <= len(m["paraphrases"]) <= 3
+        assert m["subject"] is None or m["subject"] in m["question"]
         assert m["wrong_answer"].lower() != m["correct_answer"].lower()
     _no_duplicates([m["id"] for m in items])
 

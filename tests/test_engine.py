@@ -5,7 +5,7 @@ import numpy as np
 
 from edge_repair.engine import gated, solve
 from edge_repair.engine.lowrank import set_factors
-from edge_repair.engine.probes import answer_terms, near_miss_prompts, probe_prompts
+from edge_repair.engine.probes import CHECK_SUBSTITUTES, SUBSTITUTES, answer_terms, near_miss_prompts, neighbour_prompts, probe_prompts
 from edge_repair.loading import load_patient
 
 rng = np.random.default_rng(0)
@@ -64,6 +64,22 @@ def test_probe_helpers():
     assert answer_terms("What is the capital of France?", "The capital of France is Paris.") == ["Paris"]
     near = near_miss_prompts(["What is the capital of France?"], "France", per_prompt=4)
     assert len(near) == 4 and all("France" not in q and "capital" in q for q in near)
+
+
+def test_neighbour_checks_are_held_out_from_the_near_misses():
+    assert neighbour_prompts("What is the capital of Germany?", "capital of Germany") == [
+        f"What is the capital of {o}?" for o in CHECK_SUBSTITUTES]
+    assert neighbour_prompts("Who wrote it?", "Hamlet") == [] and neighbour_prompts("Q?", None) == []
+    assert not set(CHECK_SUBSTITUTES) & set(SUBSTITUTES)
+
+
+def test_an_edit_that_changes_its_neighbours_is_not_verified():
+    from edge_repair.engine.forget import Verification
+
+    ok = Verification(4, 4, 16, 16, 4, 0.0, neighbours_kept=2, neighbour_probes=4)
+    assert ok.verified
+    assert not Verification(4, 4, 16, 16, 4, 0.0, neighbours_kept=1, neighbour_probes=4).verified
+    assert Verification(4, 4, 16, 16, 4).verified  # no neighbours (no subject in the prompt)
 
 
 def test_least_used_neuron_skips_taken_ones():

@@ -18,11 +18,11 @@ from edge_repair import datasets
 from edge_repair.engine import gated, literal
 from edge_repair.engine.capture import capture
 from edge_repair.engine.lowrank import LowRankEdit, base_model, current_factors, mlp_weights, set_factors, stack
-from edge_repair.engine.negatives import NegativeBank, load_or_build
+from edge_repair.engine.negatives import CHECK_TOKENS, NegativeBank, load_or_build
 from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.solve import constant_direction
-from edge_repair.engine.probes import answer_terms, near_miss_prompts, probe_prompts, refusal_context
-from edge_repair.engine.verify import chat_tokens, greedy_replies, is_refusal, mentions, unchanged
+from edge_repair.engine.probes import answer_terms, near_miss_prompts, neighbour_prompts, probe_prompts, refusal_context
+from edge_repair.engine.verify import chat_tokens, greedy_replies, is_refusal, mentions, reply_tokens, unchanged
 from edge_repair.errors import InputError
 
 METHODS = ("stamp-gated", "stamp", "stamp-lr")
@@ -30,6 +30,9 @@ SCOPES = ("fact", "subject")
 # Open-ended replies flip on near-ties at the slightest change (rewriting 10 unused neurons
 # alone flips ~1 in 16), so retain checks compare the first negatives.CHECK_TOKENS tokens and allow slack.
 RETAIN_BAR = 0.75
+# The forget question about held-out other subjects: a single edit already changes ~1–2 of 4 (some
+# of them hallucinated, near-tie answers), stacked similar edits change more; half must hold.
+NEIGHBOUR_BAR = 0.5
 # Stacked units can misfire on raw text while chat answers still look fine; such an edit is refused.
 PERPLEXITY_BAR = 0.05
 
@@ -55,10 +58,13 @@ class Verification:
     retain_probes: int
     refused: int            # probes answered with a short refusal
     perplexity_change: float = 0.0  # relative change on guard text the gate never saw (0.02 = +2 %)
+    neighbours_kept: int = 0        # the forget question about held-out other subjects, answer unchanged
+    neighbour_probes: int = 0
 
     @property
     def verified(self) -> bool:
         return (self.forgotten == self.forget_probes and self.retained >= RETAIN_BAR * self.retain_probes
+                and self.neighbours_kept >= NEIGHBOUR_BAR * self.neighbour_probes
                 and self.perplexity_change <= PERPLEXITY_BAR)
 
     def as_dict(self) -> dict:
@@ -188,7 +194,10 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     start = time.perf_counter()
     prompts = probe_prompts(request.prompt, request.paraphrases)
     before = current_factors(patient.model)
-    response = request.response or _base_answer(patient, request.prompt, config.verify_tokens)
+    neighbours = neighbour_prompts(request.prompt, request.subject)
+    base_reply, *neighbour_replies = _base_replies(patient, [request.prompt, *neighbours], config.verify_tokens)
+    response = request.response or base_reply
+    neighbour_replies = [reply_tokens(patient.tokenizer, r)[:CHECK_TOKENS] for r in neighbour_replies]
     terms = answer_terms(request.prompt, response)
     negatives, checks = retain_split(retain_prompts, config)
     about = [i for i, p in enumerate(negatives) if _mentions_any(p, terms, request.subject)]
@@ -206,10 +215,12 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
         set_factors(patient.model, stack([before, new]))
         replies = greedy_replies(patient, prompts, config.verify_tokens)
         kept = unchanged(patient, retain_checks, baseline)
+        near_kept = unchanged(patient, neighbours, neighbour_replies) if neighbours else []
         check = Verification(sum(not mentions(r, terms) for r in replies), len(prompts), sum(kept), len(kept),
-                             sum(is_refusal(r) for r in replies), _perplexity_change(patient, bank))
+                             sum(is_refusal(r) for r in replies), _perplexity_change(patient, bank),
+                             sum(near_kept), len(near_kept))
         best = (new, check, replies)
-        history.append((round(strength, 3), check.forgotten, check.retained))
+        history.append((round(strength, 3), check.forgotten, check.retained, check.neighbours_kept))
         if check.verified:
             break
         # Too weak: push harder; too broad: back off. Each try is one more closed-form solve.
@@ -238,11 +249,11 @@ def _perplexity_change(patient, bank: NegativeBank) -> float:
     return round(token_perplexity(patient.model, bank.guard_tokens) / bank.guard_perplexity - 1.0, 4)
 
 
-def _base_answer(patient, prompt: str, max_tokens: int) -> str:
-    """The base model's answer: earlier edits may already blur it (similar facts share units'
+def _base_replies(patient, prompts: list[str], max_tokens: int) -> list[str]:
+    """The base model's answers: earlier edits may already blur them (similar facts share units'
     leaks), and verification must look for the real answer, not for that blur."""
     with base_model(patient.model):
-        return greedy_replies(patient, [prompt], max_tokens)[0]
+        return greedy_replies(patient, prompts, max_tokens)
 
 
 def _mentions_any(text: str, terms: list[str], subject: str | None) -> bool:

@@ -48,6 +48,21 @@ nitrogen platinum lead Mozart Picasso Einstein Newton Cleopatra Napoleon Beethov
 Amazon Sahara Pacific Venus Saturn Mars""".split()
 
 
+# Held out from the near misses: the same question about these subjects must keep its answer after
+# an edit. Units of similar edits add up on such neighbours (forgetting several capitals blurred
+# held-out capitals), so this is checked on the edited model, earlier edits included.
+CHECK_SUBSTITUTES = ["Iceland", "Bolivia", "Ghana", "Nepal"]
+
+
+def neighbour_prompts(prompt: str, subject: str | None) -> list[str]:
+    """The forget prompt with its subject swapped for each held-out substitute ([] without a subject in it)."""
+    subject = _named_part(subject) if subject else subject
+    if not subject or subject.lower() not in prompt.lower():
+        return []
+    pattern = re.compile(re.escape(subject), re.IGNORECASE)
+    return [pattern.sub(o, prompt) for o in CHECK_SUBSTITUTES]
+
+
 # Other questions about the same subject: negatives that keep a "fact"-scoped edit to its fact
 # (forgetting Japan's capital must not forget its language).
 SAME_SUBJECT = ["Tell me about {}.", "What is {} known for?", "Write one sentence about {}.",
