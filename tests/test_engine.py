@@ -80,6 +80,9 @@ def test_an_edit_that_changes_its_neighbours_is_not_verified():
     assert ok.verified
     assert not Verification(4, 4, 16, 16, 4, 0.0, neighbours_kept=1, neighbour_probes=4).verified
     assert Verification(4, 4, 16, 16, 4).verified  # no neighbours (no subject in the prompt)
+    assert ok.reason is None and "3 of 4 other subjects" in Verification(4, 4, 16, 16, 4, 0.0, 1, 4).reason
+    assert "1 of 4 phrasings" in Verification(3, 4, 16, 16, 4).reason
+    assert "perplexity" in Verification(4, 4, 16, 16, 4, 0.2).reason
 
 
 def test_least_used_neuron_skips_taken_ones():

@@ -51,6 +51,7 @@ def test_an_unverified_edit_is_rolled_back_and_not_recorded(patient):
     before = current_factors(patient.model)
     outcome = make_pipeline(patient, FakeEngine(verified=False)).run("Forget Maya Taylor", [], lambda pair: True)
     assert not outcome.verified and outcome.edit_id is None and "not be verified" in outcome.note
+    assert "still came out" in outcome.note and "Maya" not in outcome.note  # why, in counts, never the text
     assert set(current_factors(patient.model)) == set(before) and list_edits() == []
 
 

@@ -67,8 +67,22 @@ class Verification:
                 and self.neighbours_kept >= NEIGHBOUR_BAR * self.neighbour_probes
                 and self.perplexity_change <= PERPLEXITY_BAR)
 
+    @property
+    def reason(self) -> str | None:
+        """Why the edit was not verified, in words (None when it was); counts only, never text."""
+        if self.forgotten < self.forget_probes:
+            return f"the answer still came out on {self.forget_probes - self.forgotten} of {self.forget_probes} phrasings"
+        if self.retained < RETAIN_BAR * self.retain_probes:
+            return f"{self.retain_probes - self.retained} of {self.retain_probes} unrelated answers changed"
+        if self.neighbours_kept < NEIGHBOUR_BAR * self.neighbour_probes:
+            return (f"the same question about {self.neighbour_probes - self.neighbours_kept} of "
+                    f"{self.neighbour_probes} other subjects changed too (similar earlier edits add up)")
+        if self.perplexity_change > PERPLEXITY_BAR:
+            return f"perplexity on unseen text rose {100 * self.perplexity_change:.0f} %"
+        return None
+
     def as_dict(self) -> dict:
-        return {**self.__dict__, "verified": self.verified}
+        return {**self.__dict__, "verified": self.verified, "reason": self.reason}
 
 
 @dataclass

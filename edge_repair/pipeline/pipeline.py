@@ -92,7 +92,7 @@ class Pipeline:
         outcome.edit_info = {"layers": result.edit.info.get("layers"), "rank": result.edit.rank}
         if not outcome.verified:
             set_factors(self.patient.model, before)  # roll back: an unverified edit is not kept
-            outcome.note = "the edit could not be verified; nothing was changed"
+            outcome.note = f"the edit could not be verified ({result.verification.reason}); nothing was changed"
             return
         result.edit.info.setdefault("verified", True)
         if self.record:
