@@ -56,11 +56,7 @@ CHECK_SUBSTITUTES = ["Iceland", "Bolivia", "Ghana", "Nepal"]
 
 def neighbour_prompts(prompt: str, subject: str | None) -> list[str]:
     """The forget prompt with its subject swapped for each held-out substitute ([] without a subject in it)."""
-    subject = _named_part(subject) if subject else subject
-    if not subject or subject.lower() not in prompt.lower():
-        return []
-    pattern = re.compile(re.escape(subject), re.IGNORECASE)
-    return [pattern.sub(o, prompt) for o in CHECK_SUBSTITUTES]
+    return _swapped(prompt, _named_part(subject), CHECK_SUBSTITUTES) if subject else []
 
 
 # Other questions about the same subject: negatives that keep a "fact"-scoped edit to its fact
@@ -80,15 +76,19 @@ def near_miss_prompts(prompts: list[str], subject: str | None, per_prompt: int =
     subject = _named_part(subject) if subject else subject
     others = [o for o in SUBSTITUTES if not subject or o.lower() != subject.lower()]
     if subject and any(subject.lower() in p.lower() for p in prompts):
-        pattern = re.compile(re.escape(subject), re.IGNORECASE)
         out = []
         for i, prompt in enumerate(prompts):
-            picks = [others[(i * per_prompt + k) % len(others)] for k in range(per_prompt)]
-            out += [pattern.sub(o, prompt) for o in picks if pattern.search(prompt)]
+            out += _swapped(prompt, subject, [others[(i * per_prompt + k) % len(others)] for k in range(per_prompt)])
         if keep_subject:
             out += [template.format(subject) for template in SAME_SUBJECT]
         return out
     return datasets.retain_prompts()[-per_prompt * len(prompts):]
+
+
+def _swapped(prompt: str, name: str, substitutes: list[str]) -> list[str]:
+    """`prompt` with `name` replaced by each substitute ([] when the name is not in it)."""
+    pattern = re.compile(re.escape(name), re.IGNORECASE)
+    return [pattern.sub(o, prompt) for o in substitutes] if pattern.search(prompt) else []
 
 
 def _named_part(subject: str) -> str:
