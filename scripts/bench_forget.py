@@ -17,6 +17,7 @@ from pathlib import Path
 
 import edge_repair  # noqa: F401  (fast BLAS before mlx)
 from edge_repair import datasets
+from edge_repair.bench.baselines import evenly
 from edge_repair.engine.forget import EngineConfig, ForgetRequest, band, forget, prepare
 from edge_repair.engine.lowrank import set_factors
 from edge_repair.engine.quality import perplexity
@@ -33,12 +34,6 @@ def parse_layers(text):
         return text
     first, _, last = text.partition("-")
     return list(range(int(first), int(last or first) + 1))
-
-
-def spread(facts, n):
-    """n facts taken evenly across the list (it is grouped by kind: capitals, elements, books, ...)."""
-    n = min(n, len(facts))
-    return [facts[i * len(facts) // n] for i in range(n)]
 
 
 def facts_kept(patient, facts):
@@ -98,7 +93,7 @@ def main():
     bank = prepare(patient, retain, config, layers)
     rows, summaries = [], []
     for method in args.methods.split(","):
-        for fact in spread(facts, args.trials):
+        for fact in evenly(facts, args.trials):
             others = [f for f in facts if f["id"] != fact["id"]]
             row, _ = trial(patient, fact, others, chat, chat_base, ppl_text, method, retain, config, args.strength,
                            layers, bank)
@@ -139,7 +134,7 @@ def sweep(patient, facts, trials, retain, chat, chat_base, ppl_text, base_ppl, o
             banks[config.negatives] = prepare(patient, retain, config, every_layer)
         bank = banks[config.negatives]
         rows = []
-        for fact in spread(facts, trials):
+        for fact in evenly(facts, trials):
             others = [f for f in facts if f["id"] != fact["id"]]
             row, result = trial(patient, fact, others, chat, chat_base, ppl_text, method, retain, config, 1.0, layers,
                                 bank, rank)
@@ -203,7 +198,7 @@ def write_results(out: Path, base_ppl, rows, summaries, seq):
 
 
 def sequential(patient, facts, count, retain, config, bank, chat, chat_base, ppl_text, base_ppl, layers):
-    forgotten = spread(facts, count)
+    forgotten = evenly(facts, count)
     start, verified = time.perf_counter(), 0
     for fact in forgotten:
         result = forget(patient, ForgetRequest(prompt=fact["question"], paraphrases=fact["paraphrases"],

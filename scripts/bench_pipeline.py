@@ -65,7 +65,7 @@ def summarise(rows: list) -> dict:
 def repair_scores(patient, rows: list, max_edits: int, model_paraphrases: int) -> dict:
     from edge_repair.engine.forget import forget
     from edge_repair.engine.lowrank import current_factors, set_factors
-    from edge_repair.pipeline.retain import retain_prompts_for
+    from edge_repair.pipeline.retain import retain_prompts
 
     surgeon = Surgeon(patient, SurgeonConfig(model_paraphrases=model_paraphrases))
     pairs = [x.pair for d, x, _ in rows if d["expect"] == "unlearn" and x.unlearn and x.pair]
@@ -82,7 +82,7 @@ def repair_scores(patient, rows: list, max_edits: int, model_paraphrases: int) -
         before = current_factors(patient.model)
         start = time.perf_counter()
         try:
-            result = forget(patient, to_request(plan, pair), retain_prompts_for(pair.subject))
+            result = forget(patient, to_request(plan, pair), retain_prompts())
         except NotImplementedError as err:
             engine_note = f"engine not available: {err}"
             break

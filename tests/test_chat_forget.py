@@ -16,7 +16,7 @@ def session(tiny_model_dir):
     patient = load_patient(str(tiny_model_dir))
     engine = FakeEngine()
     pipeline = Pipeline(patient, Watchdog(None, WatchdogConfig(mode="rules")), Surgeon(None), engine, record_edit,
-                        lambda subject: [])
+                        lambda: [])
     chat = ChatSession(patient, max_tokens=3, pipeline=pipeline)
     chat.add_exchange("Tell me about Maya Taylor.", "Maya Taylor is a lawyer in Dubai.")
     chat.add_exchange("What is 2 plus 2?", "4")

@@ -21,7 +21,7 @@ def patient(tiny_model_dir):
 
 def make_pipeline(patient, engine, record=record_edit):
     return Pipeline(patient, Watchdog(None, WatchdogConfig(mode="rules")), Surgeon(None), engine, record,
-                    lambda subject: ["What do bees make?"])
+                    lambda: ["What do bees make?"])
 
 
 def test_a_request_is_planned_edited_verified_and_recorded(patient):

@@ -51,7 +51,7 @@ class Pipeline:
     surgeon: Surgeon
     engine: Callable                      # forget(patient, ForgetRequest, retain_prompts) -> ForgetResult
     record: Callable | None = None        # record_edit(patient, edit, probes, scrub) -> id; None: not persisted
-    retain: Callable = None               # retain_prompts_for(subject) -> list[str]
+    retain: Callable = None               # retain_prompts() -> list[str]
 
     def detect(self, message: str, history: list[dict]) -> tuple[Detection, float]:
         start = time.perf_counter()
@@ -82,7 +82,7 @@ class Pipeline:
 
         before = current_factors(self.patient.model)
         start = time.perf_counter()
-        retain = self.retain(plan.subject or pair.subject) if self.retain else []
+        retain = self.retain() if self.retain else []
         try:
             result = self.engine(self.patient, to_request(plan, pair), retain)
         except NotImplementedError:
@@ -106,10 +106,10 @@ def default_pipeline(patient, watchdog_model=None, surgeon_model=None, watchdog_
                      surgeon_config=None, engine=None, persist: bool = True) -> Pipeline:
     """The pipeline as the CLI and chat use it: every role defaults to the patient's own model."""
     from edge_repair.pipeline.edits_api import record_edit
-    from edge_repair.pipeline.retain import retain_prompts_for
+    from edge_repair.pipeline.retain import retain_prompts
 
     if engine is None:
         from edge_repair.engine.forget import forget as engine
     return Pipeline(patient, Watchdog(watchdog_model or patient, watchdog_config),
                     Surgeon(surgeon_model or patient, surgeon_config), engine,
-                    record_edit if persist else None, retain_prompts_for)
+                    record_edit if persist else None, retain_prompts)
