@@ -41,17 +41,19 @@ def key_classifier(positives: np.ndarray, negatives: np.ndarray, lam: float, ban
     d = positives.shape[1]
     if bank_rows is None:
         bank_rows, bank_gram = np.zeros((0, d), positives.dtype), np.zeros((d, d), positives.dtype)
+    # Projecting the bank itself would cost O(n·d²) per layer; the projected key w = P·w scores the
+    # raw rows exactly as the projected rows (P is symmetric), so only small matrices are projected.
+    project = lambda rows: rows  # noqa: E731
     if blind is not None and len(blind):
-        basis = np.linalg.svd(blind, full_matrices=False)[2]
-        project = np.eye(d) - basis.T @ basis
-        positives, negatives, bank_rows = positives @ project, negatives @ project, bank_rows @ project
-        bank_gram = project @ bank_gram @ project
-    bank_sum = bank_rows.sum(axis=0)
+        basis = np.linalg.svd(blind.astype(np.float64), full_matrices=False)[2]
+        project = lambda rows: rows - (rows @ basis.T) @ basis  # noqa: E731
+        positives, negatives, bank_gram = project(positives), project(negatives), project(project(bank_gram).T)
+    bank_sum = project(bank_rows.sum(axis=0))
     near_w, bank_w = np.ones(len(negatives)), np.ones(len(bank_rows))
     for _ in range(rounds):
         pos_w = (near_w.sum() + bank_w.sum()) / max(len(positives), 1)
         hard = np.flatnonzero(bank_w != 1.0)
-        extra, H = bank_w[hard] - 1.0, bank_rows[hard]
+        extra, H = bank_w[hard] - 1.0, project(bank_rows[hard])
         gram = (bank_gram + (H.T * extra) @ H + (negatives.T * near_w) @ negatives
                 + pos_w * positives.T @ positives + lam * np.eye(d))
         rhs = pos_w * positives.sum(axis=0) - negatives.T @ near_w - bank_sum - H.T @ extra
