@@ -21,7 +21,7 @@ from edge_repair.bench.baselines import evenly
 from edge_repair.engine.forget import EngineConfig, ForgetRequest, band, forget, prepare
 from edge_repair.engine.lowrank import set_factors
 from edge_repair.engine.quality import perplexity
-from edge_repair.engine.verify import greedy_replies, is_refusal, mentions, reply_tokens, unchanged
+from edge_repair.engine.verify import greedy_replies, greedy_tokens, is_refusal, mentions, unchanged
 from edge_repair.loading import load_patient
 
 
@@ -82,7 +82,7 @@ def main():
     retain = datasets.retain_prompts()
     config = EngineConfig(**json.loads(args.config))
     ppl_text = datasets.heldout_text()
-    chat_base = [reply_tokens(patient.tokenizer, r) for r in greedy_replies(patient, chat, 16)]
+    chat_base = greedy_tokens(patient, chat, 16)
     base_ppl = perplexity(patient, ppl_text)
     base_kept = facts_kept(patient, facts)
     print(f"base: facts answered {sum(base_kept)}/{len(facts)}  perplexity {base_ppl:.3f}", file=sys.stderr)

@@ -22,7 +22,7 @@ from edge_repair.engine.negatives import CHECK_TOKENS, NegativeBank, load_or_bui
 from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.solve import constant_direction
 from edge_repair.engine.probes import answer_terms, near_miss_prompts, neighbour_prompts, probe_prompts, refusal_context
-from edge_repair.engine.verify import chat_tokens, greedy_replies, is_refusal, mentions, reply_tokens, unchanged
+from edge_repair.engine.verify import chat_tokens, greedy_replies, greedy_tokens, is_refusal, mentions, unchanged
 from edge_repair.errors import InputError
 
 METHODS = ("stamp-gated", "stamp", "stamp-lr")
@@ -209,9 +209,12 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     prompts = probe_prompts(request.prompt, request.paraphrases)
     before = current_factors(patient.model)
     neighbours = neighbour_prompts(request.prompt, request.subject)
-    base_reply, *neighbour_replies = _base_replies(patient, [request.prompt, *neighbours], config.verify_tokens)
-    response = request.response or base_reply
-    neighbour_replies = [reply_tokens(patient.tokenizer, r)[:CHECK_TOKENS] for r in neighbour_replies]
+    # Neighbours are compared on their first CHECK_TOKENS tokens; the forget prompt's own reply is
+    # needed in full only when the caller did not say what to forget.
+    asked = ([] if request.response else [(request.prompt, config.verify_tokens)]) + [(p, CHECK_TOKENS) for p in neighbours]
+    replies = _base_replies(patient, [p for p, _ in asked], [n for _, n in asked])
+    response = request.response or patient.tokenizer.decode(replies[0]).strip()
+    neighbour_replies = replies[len(asked) - len(neighbours):]
     terms = answer_terms(request.prompt, response)
     negatives, checks = retain_split(retain_prompts, config)
     about = [i for i, p in enumerate(negatives) if _mentions_any(p, terms, request.subject)]
@@ -263,11 +266,11 @@ def _perplexity_change(patient, bank: NegativeBank) -> float:
     return round(token_perplexity(patient.model, bank.guard_tokens) / bank.guard_perplexity - 1.0, 4)
 
 
-def _base_replies(patient, prompts: list[str], max_tokens: int) -> list[str]:
-    """The base model's answers: earlier edits may already blur them (similar facts share units'
-    leaks), and verification must look for the real answer, not for that blur."""
+def _base_replies(patient, prompts: list[str], max_tokens: list[int]) -> list[list[int]]:
+    """The base model's answers (token ids): earlier edits may already blur them (similar facts
+    share units' leaks), and verification must look for the real answer, not for that blur."""
     with base_model(patient.model):
-        return greedy_replies(patient, prompts, max_tokens)
+        return greedy_tokens(patient, prompts, max_tokens)
 
 
 def _mentions_any(text: str, terms: list[str], subject: str | None) -> bool:

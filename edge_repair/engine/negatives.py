@@ -17,10 +17,10 @@ import numpy as np
 
 from edge_repair.engine.capture import capture
 from edge_repair.engine.quality import token_perplexity
-from edge_repair.engine.verify import chat_tokens, greedy_replies, reply_tokens
+from edge_repair.engine.verify import chat_tokens, greedy_tokens, reply_tokens
 
 LABEL = "negative-bank"
-VERSION = "6"  # bump when the cached content changes
+VERSION = "7"  # bump when the cached content changes
 RAW_STARTS = 32   # retain prompts also fed raw (no chat template) and continued by the model
 RAW_TOKENS = 48
 GUARD_STARTS = 8  # the last negatives, continued raw, are never raw negatives: an honest perplexity guard
@@ -90,13 +90,12 @@ def build(patient, prompts: list[str], layers: list[int], checks: list[str] = ()
     from edge_repair.engine.lowrank import base_model, mlp_weights
 
     with base_model(patient.model):  # negatives describe the base model, not earlier edits
-        replies = greedy_replies(patient, prompts, reply_length)
-        lists = [chat_tokens(patient.tokenizer, p) + reply_tokens(patient.tokenizer, r) for p, r in zip(prompts, replies)]
+        replies = greedy_tokens(patient, prompts, reply_length)
+        lists = [chat_tokens(patient.tokenizer, p) + r for p, r in zip(prompts, replies)]
         lists += raw_continuations(patient, prompts[:RAW_STARTS], RAW_TOKENS)
         rows = mlp_inputs(patient.model, lists, layers)
         use = {l: neuron_contribution(*mlp_weights(patient.model, l), rows[l].astype(np.float32)) for l in layers}
-        check_replies = [reply_tokens(patient.tokenizer, r)[:CHECK_TOKENS]
-                         for r in greedy_replies(patient, list(checks), CHECK_TOKENS)] if checks else []
+        check_replies = greedy_tokens(patient, list(checks), CHECK_TOKENS) if checks else []
         # Raw text the gate never saw as a negative guards against units misfiring on raw text.
         guard = raw_continuations(patient, prompts[-GUARD_STARTS:], RAW_TOKENS) if len(prompts) > RAW_STARTS + GUARD_STARTS else []
         guard_perplexity = token_perplexity(patient.model, guard) if guard else 0.0

@@ -26,21 +26,29 @@ def chat_tokens(tokenizer, prompt: str, history: list[dict] | None = None) -> li
                                               add_generation_prompt=True))
 
 
-def greedy_replies(patient, prompts: list[str], max_tokens: int = 16, batch_size: int = 8) -> list[str]:
-    """Greedy replies to several single-turn prompts, generated in batches (bounded peak memory).
+def greedy_replies(patient, prompts: list[str], max_tokens: int | list[int] = 16, batch_size: int = 8) -> list[str]:
+    """Greedy replies to several single-turn prompts (see greedy_tokens), as text."""
+    return [patient.tokenizer.decode(t).strip() for t in greedy_tokens(patient, prompts, max_tokens, batch_size)]
 
-    The chat template's shared system turn is processed once and its KV cache handed to each prompt.
+
+def greedy_tokens(patient, prompts: list[str], max_tokens: int | list[int] = 16, batch_size: int = 8) -> list[list[int]]:
+    """Greedy reply token ids of several single-turn prompts, generated in batches (bounded peak memory).
+
+    `max_tokens` may differ per prompt (a finished row leaves the batch). The chat template's
+    shared system turn is processed once and its KV cache handed to each prompt.
     """
     from mlx_lm.generate import batch_generate
 
     lists = [chat_tokens(patient.tokenizer, p) for p in prompts]
+    limits = max_tokens if isinstance(max_tokens, list) else [max_tokens] * len(prompts)
     n, cache = prefix_cache(patient.model, lists)
     replies = []
     for start in range(0, len(lists), batch_size):
         chunk = [t[n:] for t in lists[start:start + batch_size]]
         caches = [repeat_cache(cache, 1) for _ in chunk] if cache else None
-        out = batch_generate(patient.model, patient.tokenizer, chunk, prompt_caches=caches, max_tokens=max_tokens)
-        replies += [t.strip() for t in out.texts]
+        out = batch_generate(patient.model, patient.tokenizer, chunk, prompt_caches=caches,
+                             max_tokens=limits[start:start + batch_size], return_token_ids=True)
+        replies += [list(t) for t in out.token_ids]
     return replies
 
 
