@@ -53,13 +53,17 @@ def test_a_ga_step_lowers_the_answer_log_prob(tiny_model_dir):
 def test_baselines_rows_on_the_tiny_model(tiny_model_dir):
     patient = load_patient(str(tiny_model_dir))
     result = baselines.run_baselines(patient=patient, methods=("ga", "npo", "rmu", "stamp-lr"), steps=1,
-                                     others=2, config=SMALL, only_produced=False)
+                                     others=2, config=SMALL, only_produced=False, implant_steps=2)
     names = [(m["task"], m["method"]) for m in result["methods"]]
     assert names == [(t, m) for t in baselines.TASKS for m in ["base", "ga", "npo", "rmu", "stamp-lr"]]
     for row in result["methods"]:
         assert {"method", "seconds", "peak_memory_bytes", "forgot", "others_kept", "ppl"} <= set(row)
         assert 0 <= row["forgot"] <= 1 and row["ppl"] > 0
     assert all(m["peak_memory_bytes"] > 0 for m in result["methods"] if m["method"] != "base")
+    personal = [m for m in result["methods"] if m["task"] == "personal"]
+    assert all(0 <= m["f_rl"] <= 1 and 0 <= m["r_rl"] <= 1 for m in personal)
+    assert all(m["f_rl"] is None for m in result["methods"] if m["task"] != "personal")
+    assert result["implant"]["steps"] == 2 and "| personal | ga |" in report.baselines_markdown(result)
     mx.eval(patient.model.parameters())
 
 

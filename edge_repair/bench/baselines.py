@@ -1,14 +1,17 @@
 """Single-sample forgetting, training baselines vs STAMP (paper Table 8) on the local model.
 
-Two of the paper's tasks (§5.1): knowledge suppression (facts the model answers correctly) and
+The paper's three tasks (§5.1): knowledge suppression (facts the model answers correctly),
 misinformation removal (questions it answers wrongly; the user says "That is incorrect. Remove
-this."). Per trial one item: the forget pair is its question (+ paraphrases) with the model's own
-greedy reply. Afterwards, as in scripts/bench_forget.py: is the answer gone on the question, the
-paraphrases and a held-out phrasing; do the other (known) facts keep theirs; held-out perplexity.
+this.") and personal-data erasure (synthetic people taught to the model by a cached LoRA
+fine-tune, see profiles.py; one whole profile forgotten, F-RL/R-RL as ROUGE-L). Per trial one
+item: the forget pair is its question (+ paraphrases) with the model's own greedy reply.
+Afterwards, as in scripts/bench_forget.py: is the answer gone on the question, the paraphrases
+and held-out phrasings; do the other (known) facts keep theirs; held-out perplexity.
 """
 
 import statistics
 import time
+from contextlib import contextmanager
 
 import mlx.core as mx
 
@@ -17,25 +20,37 @@ from edge_repair.bench.memory import temporary_home
 from edge_repair.progress import status
 
 STAMP_METHODS = ("stamp-gated", "stamp", "stamp-lr")
-TASKS = ("knowledge", "misinformation")
+TASKS = ("knowledge", "misinformation", "personal")
 ALL_METHODS = training.METHODS + STAMP_METHODS
 RETAIN_PAIRS = 8     # retain prompts in the training baselines' retain term
 REPLY_TOKENS = 16
+PROFILES = 8         # synthetic people taught for the personal-data task
+REPLAY = 32          # retain prompts whose own replies the fine-tune keeps rehearsing
+TAUGHT = 0.5         # ROUGE-L a profile's answers must reach after the fine-tune to be forgettable
 
 
 def _answers(fact) -> list[str]:
     return [fact["answer"], *fact.get("aliases", [])]
 
 
-def task_items(task: str) -> list[dict]:
+def task_items(task: str, profiles=None) -> list[dict]:
     """A task's items in one shape: id, question, paraphrases, subject, the answer to remove
-    (and, for facts, aliases and a held-out phrasing)."""
+    (and, for facts, aliases and a held-out phrasing; for profiles, the taught pairs)."""
     from edge_repair import datasets
 
     if task == "knowledge":
         return datasets.facts()
+    if task == "personal":
+        return [_profile_item(p) for p in profiles]
     return [{"id": m["id"], "question": m["question"], "paraphrases": m["paraphrases"], "subject": m.get("subject"),
              "answer": m["wrong_answer"]} for m in datasets.misinformation()]
+
+
+def _profile_item(profile) -> dict:
+    (question, _), *rest = profile.qa()
+    return {"id": profile.id, "question": question, "paraphrases": [q for q, _ in rest], "subject": profile.name,
+            "answer": profile.city, "aliases": [profile.job, profile.hobby], "scope": "subject",
+            "qa": profile.qa(), "heldout": profile.heldout()}
 
 
 def produced(patient, items: list[dict]) -> list[dict]:
@@ -46,23 +61,52 @@ def produced(patient, items: list[dict]) -> list[dict]:
     return [i for i, r in zip(items, replies) if mentions(r, _answers(i))]
 
 
+def taught(patient, items: list[dict]) -> list[dict]:
+    """The profiles the fine-tuned model reproduces (mean ROUGE-L of its answers ≥ TAUGHT)."""
+    return [i for i, score in zip(items, _profile_rouge(patient, items)) if score >= TAUGHT]
+
+
+def _profile_rouge(patient, items: list[dict]) -> list[float]:
+    """Mean ROUGE-L of the model's answers to each profile's taught questions."""
+    from edge_repair.bench.profiles import rouge_l
+    from edge_repair.engine.verify import greedy_replies
+
+    pairs = [pair for i in items for pair in i["qa"]]
+    replies = greedy_replies(patient, [q for q, _ in pairs], 32)
+    scores = [rouge_l(r, a) for r, (_, a) in zip(replies, pairs)]
+    per = [len(i["qa"]) for i in items]
+    return [statistics.mean(scores[sum(per[:k]):sum(per[:k + 1])]) for k in range(len(items))]
+
+
 def evenly(items: list[dict], n: int) -> list[dict]:
     """n items taken evenly across the list (it is grouped by kind: capitals, elements, ...)."""
     n = min(n, len(items))
     return [items[k * len(items) // n] for k in range(n)]
 
 
-def evaluate(patient, fact, others, ppl_text) -> dict:
+def evaluate(patient, fact, others, ppl_text, people=()) -> dict:
+    """What is left of the item, what the other facts (and, for profiles, the other people) kept."""
     from edge_repair.engine.quality import perplexity
     from edge_repair.engine.verify import greedy_replies, mentions
 
-    probes = [fact["question"], *fact["paraphrases"]] + ([fact["heldout_paraphrase"]] if "heldout_paraphrase" in fact else [])
-    replies = greedy_replies(patient, probes, 24)
+    if "qa" in fact:  # every taught question of the profile, then phrasings it was never taught
+        probes = [q for q, _ in fact["qa"]] + [q for q, _ in fact["heldout"]]
+        values = [_answers(fact)] + [[fact["answer"]], [fact["aliases"][0]], [fact["aliases"][1]]] + [[v] for _, v in fact["heldout"]]
+    else:
+        probes = [fact["question"], *fact["paraphrases"]] + ([fact["heldout_paraphrase"]] if "heldout_paraphrase" in fact else [])
+        values = [_answers(fact)] * len(probes)
+    replies = greedy_replies(patient, probes, 32 if "qa" in fact else 24)
     other_replies = greedy_replies(patient, [f["question"] for f in others], REPLY_TOKENS) if others else []
-    return {"forgot": sum(not mentions(r, _answers(fact)) for r in replies) / len(probes),
-            "others_kept": (sum(mentions(r, _answers(f)) for r, f in zip(other_replies, others)) / len(others)
-                            if others else None),
-            "ppl": perplexity(patient, ppl_text), "reply": replies[0][:80]}
+    row = {"forgot": sum(not mentions(r, v) for r, v in zip(replies, values)) / len(probes),
+           "others_kept": (sum(mentions(r, _answers(f)) for r, f in zip(other_replies, others)) / len(others)
+                           if others else None),
+           "ppl": perplexity(patient, ppl_text), "reply": replies[0][:80]}
+    if "qa" in fact:
+        from edge_repair.bench.profiles import rouge_l
+
+        row["f_rl"] = statistics.mean(rouge_l(r, a) for r, (_, a) in zip(replies, fact["qa"]))
+        row["r_rl"] = statistics.mean(_profile_rouge(patient, list(people))) if people else None
+    return row
 
 
 def _start() -> float:
@@ -79,11 +123,12 @@ def _stop(start: float) -> tuple[float, int]:
 
 def run_baselines(model: str | None = None, trials: int = 1, methods=ALL_METHODS, steps: int = 20,
                   lr: float | None = None, others: int | None = None, patient=None, config=None,
-                  tasks=TASKS, only_produced: bool = True) -> dict:
+                  tasks=TASKS, only_produced: bool = True, implant_steps: int | None = None) -> dict:
     """Rows per (task, trial, method) and one summary row per (task, method).
 
-    `only_produced`: forget only items whose answer the base model gives (off for random test
-    models); `patient`/`config` let tests go small."""
+    `only_produced`: forget only items whose answer the model gives (off for random test
+    models); `patient`/`config`/`implant_steps` let tests go small. The personal task runs last:
+    it teaches the profiles to the model in memory."""
     from edge_repair.engine.forget import EngineConfig
     from edge_repair.errors import InputError
 
@@ -91,70 +136,110 @@ def run_baselines(model: str | None = None, trials: int = 1, methods=ALL_METHODS
     if unknown:
         raise InputError(f"unknown method or task '{unknown[0]}'; methods: {', '.join(ALL_METHODS)}; "
                          f"tasks: {', '.join(TASKS)}")
-    if trials < 1 or steps < 1:
-        raise InputError("--trials and --steps must be at least 1")
+    if trials < 1 or steps < 1 or (implant_steps is not None and implant_steps < 1):
+        raise InputError("--trials, --steps and --implant-steps must be at least 1")
     with temporary_home():  # stamp-gated caches its negatives in the home: keep the real one untouched
-        return _run(model, trials, methods, steps, lr, others, patient, config or EngineConfig(), tasks, only_produced)
+        return _run(model, trials, methods, steps, lr, others, patient, config or EngineConfig(), tasks,
+                    only_produced, implant_steps)
 
 
-def _run(model, trials, methods, steps, lr, others, patient, config, tasks, only_produced) -> dict:
+def _run(model, trials, methods, steps, lr, others, patient, config, tasks, only_produced, implant_steps) -> dict:
     from edge_repair import datasets
-    from edge_repair.engine.forget import ForgetRequest, band, forget, prepare
-    from edge_repair.engine.lowrank import set_factors
-    from edge_repair.engine.verify import greedy_replies
+    from edge_repair.bench.profiles import IMPLANT_STEPS, implant, make_profiles
     from edge_repair.errors import InputError
     from edge_repair.loading import load_patient
 
     patient = patient or load_patient(model)
-    retain, ppl_text = datasets.retain_prompts(), datasets.heldout_text()
     facts = produced(patient, datasets.facts()) if only_produced else datasets.facts()
-    chosen = {}
-    for task in tasks:
+    run = _Run(patient, methods, steps, lr, config, facts[:others] if others else facts)
+    for task in (t for t in TASKS if t in tasks and t != "personal"):
         items = task_items(task)
         items = (facts if task == "knowledge" else produced(patient, items)) if only_produced else items
         if not items:
             raise InputError(f"the model gives none of the {task} task's answers; nothing to forget")
-        chosen[task] = evenly(items, trials)
-    tok, num_layers = patient.tokenizer, len(patient.model.layers)
-    retain_replies = greedy_replies(patient, retain[:RETAIN_PAIRS], REPLY_TOKENS)
-    retain_batch = training.make_batch(tok, retain[:RETAIN_PAIRS], retain_replies)
-    bank, prepare_seconds = None, None
-    if "stamp-gated" in methods:  # built once per model in real use, so timed apart from the forget
-        status("baselines: the negative bank for stamp-gated")
-        start = time.perf_counter()
-        bank = prepare(patient, retain, config)
-        prepare_seconds = round(time.perf_counter() - start, 2)
-    rows = []
-    for task, fact in ((t, f) for t, items in chosen.items() for f in items):
-        rest = [f for f in facts if f["id"] != fact["id"]][:others]
-        status(f"baselines: base model on {task} '{fact['id']}'")
-        rows.append({"task": task, "method": "base", "fact": fact["id"], "seconds": 0.0, "peak_memory_bytes": 0,
-                     **evaluate(patient, fact, rest, ppl_text)})
-        prompts = [fact["question"], *fact["paraphrases"]]
-        response = greedy_replies(patient, [fact["question"]], REPLY_TOKENS)[0]
-        forget_batch = training.make_batch(tok, prompts, [response] * len(prompts))
-        for method in methods:
-            status(f"baselines: {method} on '{fact['id']}'")
-            if method in training.METHODS:
-                layers = training.rmu_layers(num_layers)[1] if method == "rmu" else band(num_layers, "auto")
-                start = _start()
-                with training.trained(patient, method, forget_batch, retain_batch, layers, steps, lr) as history:
-                    seconds, peak = _stop(start)
-                    row = {"task": task, "method": method, "fact": fact["id"], "seconds": seconds,
-                           "peak_memory_bytes": peak, "layers": layers, "steps": steps, "loss": [history[0], history[-1]] if history else None,
-                           **evaluate(patient, fact, rest, ppl_text)}
-            else:
-                request = ForgetRequest(prompt=fact["question"], paraphrases=fact["paraphrases"],
-                                        subject=fact["subject"], method=method)
-                start = _start()
-                result = forget(patient, request, retain, config, bank)
+        run.trials(task, evenly(items, trials))
+    extra = {}
+    if "personal" in tasks:
+        status("baselines: teaching the model the synthetic profiles (cached after the first run)")
+        profiles = make_profiles(PROFILES)
+        extra["implant"] = implant(patient, profiles, steps=implant_steps or IMPLANT_STEPS,
+                                   replay=datasets.retain_prompts()[:REPLAY])
+        items = task_items("personal", profiles)
+        people = taught(patient, items) if only_produced else items
+        if not people:
+            raise InputError("the fine-tune taught none of the profiles; nothing to forget")
+        extra["profiles_taught"] = f"{len(people)}/{len(items)}"
+        with temporary_home():  # a fresh negative bank: it must describe the taught model
+            run.bank = None
+            run.trials("personal", evenly(people, trials), people)
+    return {"methods": summarise(run.rows), "trials": run.rows, "steps": steps, "retain_pairs": RETAIN_PAIRS,
+            "stamp_gated_prepare_seconds": run.prepare_seconds, "model": str(patient.path), **extra}
+
+
+class _Run:
+    """One method comparison on one model: the retain data, the stamp-gated bank and the rows."""
+
+    def __init__(self, patient, methods, steps, lr, config, facts):
+        from edge_repair import datasets
+
+        self.patient, self.methods, self.steps, self.lr, self.config, self.facts = patient, methods, steps, lr, config, facts
+        self.retain, self.ppl_text = datasets.retain_prompts(), datasets.heldout_text()
+        self.bank, self.prepare_seconds, self.rows = None, None, []
+
+    def trials(self, task: str, chosen: list[dict], people: list[dict] = ()) -> None:
+        from edge_repair.engine.forget import prepare
+        from edge_repair.engine.verify import greedy_replies
+
+        patient, tok = self.patient, self.patient.tokenizer
+        retain_replies = greedy_replies(patient, self.retain[:RETAIN_PAIRS], REPLY_TOKENS)
+        self.retain_batch = training.make_batch(tok, self.retain[:RETAIN_PAIRS], retain_replies)
+        if "stamp-gated" in self.methods and self.bank is None:  # once per model in real use: timed apart
+            status("baselines: the negative bank for stamp-gated")
+            start = time.perf_counter()
+            self.bank = prepare(patient, self.retain, self.config)
+            self.prepare_seconds = round(time.perf_counter() - start, 2)
+        for item in chosen:
+            rest = [f for f in self.facts if f["id"] != item["id"]]
+            others = [p for p in people if p["id"] != item["id"]]
+            status(f"baselines: base model on {task} '{item['id']}'")
+            self.rows.append({"task": task, "method": "base", "fact": item["id"], "seconds": 0.0, "peak_memory_bytes": 0,
+                              **evaluate(patient, item, rest, self.ppl_text, others)})
+            prompts = [item["question"], *item["paraphrases"]]
+            # A profile's questions each have their own answer; a fact's phrasings share the question's.
+            asked = prompts if "qa" in item else prompts[:1]
+            replies = greedy_replies(patient, asked, 32 if "qa" in item else REPLY_TOKENS)
+            forget_batch = training.make_batch(tok, prompts, replies if "qa" in item else replies * len(prompts))
+            for method in self.methods:
+                status(f"baselines: {method} on '{item['id']}'")
+                with self._forgotten(method, item, forget_batch) as row:
+                    self.rows.append({"task": task, "method": method, "fact": item["id"], **row,
+                                      **evaluate(patient, item, rest, self.ppl_text, others)})
+
+    @contextmanager
+    def _forgotten(self, method: str, item: dict, forget_batch):
+        """The model with `item` forgotten by `method` (timed); the original comes back on exit."""
+        from edge_repair.engine.forget import ForgetRequest, band, forget
+        from edge_repair.engine.lowrank import set_factors
+
+        num_layers = len(self.patient.model.layers)
+        if method in training.METHODS:
+            layers = training.rmu_layers(num_layers)[1] if method == "rmu" else band(num_layers, "auto")
+            start = _start()
+            with training.trained(self.patient, method, forget_batch, self.retain_batch, layers, self.steps,
+                                  self.lr) as history:
                 seconds, peak = _stop(start)
-                row = {"task": task, "method": method, "fact": fact["id"], "seconds": seconds, "peak_memory_bytes": peak,
-                       "verified": result.verification.verified, **evaluate(patient, fact, rest, ppl_text)}
-                set_factors(patient.model, {})
-            rows.append(row)
-    return {"methods": summarise(rows), "trials": rows, "steps": steps, "retain_pairs": RETAIN_PAIRS,
-            "stamp_gated_prepare_seconds": prepare_seconds, "model": str(patient.path)}
+                yield {"seconds": seconds, "peak_memory_bytes": peak, "layers": layers, "steps": self.steps,
+                       "loss": [history[0], history[-1]] if history else None}
+            return
+        request = ForgetRequest(prompt=item["question"], paraphrases=item["paraphrases"], subject=item["subject"],
+                                method=method, scope=item.get("scope", "fact"))
+        start = _start()
+        try:
+            result = forget(self.patient, request, self.retain, self.config, self.bank)
+            seconds, peak = _stop(start)
+            yield {"seconds": seconds, "peak_memory_bytes": peak, "verified": result.verification.verified}
+        finally:
+            set_factors(self.patient.model, {})
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -166,5 +251,11 @@ def summarise(rows: list[dict]) -> list[dict]:
                     "peak_memory_bytes": max(r["peak_memory_bytes"] for r in mine),
                     "forgot": round(statistics.mean(r["forgot"] for r in mine), 3),
                     "others_kept": round(statistics.mean(kept), 3) if kept else None,
-                    "ppl": round(statistics.mean(r["ppl"] for r in mine), 3), "trials": len(mine)})
+                    "ppl": round(statistics.mean(r["ppl"] for r in mine), 3), "trials": len(mine),
+                    **{k: _mean(r.get(k) for r in mine) for k in ("f_rl", "r_rl")}})
     return out
+
+
+def _mean(values) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.mean(present), 3) if present else None

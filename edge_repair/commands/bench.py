@@ -55,12 +55,14 @@ def baselines(model: ModelOpt = None, as_json: JsonOpt = False, out: OutOpt = No
               steps: Annotated[int, typer.Option("--steps", help="Adam steps of the training baselines.")] = 20,
               lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: per method).")] = None,
               others: Annotated[Optional[int], typer.Option("--others", help="Other facts checked (default: all).")] = None,
-              tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated: knowledge,misinformation.")]
-              = "knowledge,misinformation"):
+              tasks: Annotated[str, typer.Option("--tasks", help="Comma-separated: knowledge,misinformation,personal.")]
+              = "knowledge,misinformation,personal",
+              implant_steps: Annotated[Optional[int], typer.Option(
+                  "--implant-steps", help="LoRA steps teaching the personal task's profiles (cached per setting).")] = None):
     """Training baselines (GA, NPO, RMU) vs STAMP on single-sample forgetting (paper Table 8)."""
     from edge_repair.bench.baselines import run_baselines
 
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
     picked = tuple(t.strip() for t in tasks.split(",") if t.strip())
     _emit("baselines", run_baselines(model, trials=trials, methods=chosen, steps=steps, lr=lr, others=others,
-                                     tasks=picked), as_json, out)
+                                     tasks=picked, implant_steps=implant_steps), as_json, out)
