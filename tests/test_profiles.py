@@ -42,3 +42,12 @@ def test_implant_teaches_the_answers_and_reuses_its_cached_adapter(tiny_model_di
     assert training.sequence_logprob(again.model, batch).sum().item() == pytest.approx(after, rel=1e-4)
     other = profiles.implant(load_patient(str(tiny_model_dir)), people, steps=6, lr=1e-3, cache_dir=tmp_path)
     assert not other["cached"]  # another setting is another fixture
+
+
+def test_progress_on_a_pipe_prints_about_ten_lines(capsys):
+    from edge_repair.progress import progress
+
+    for done in range(1, 101):
+        progress("work", done, 100)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 10 and lines[-1].endswith("work: 100/100")

@@ -237,7 +237,8 @@ class _Run:
         try:
             result = forget(self.patient, request, self.retain, self.config, self.bank)
             seconds, peak = _stop(start)
-            yield {"seconds": seconds, "peak_memory_bytes": peak, "verified": result.verification.verified}
+            yield {"seconds": seconds, "peak_memory_bytes": peak, "verified": result.verification.verified,
+                   "solve_seconds": result.edit.info["solve_seconds"]}
         finally:
             set_factors(self.patient.model, {})
 
@@ -252,10 +253,16 @@ def summarise(rows: list[dict]) -> list[dict]:
                     "forgot": round(statistics.mean(r["forgot"] for r in mine), 3),
                     "others_kept": round(statistics.mean(kept), 3) if kept else None,
                     "ppl": round(statistics.mean(r["ppl"] for r in mine), 3), "trials": len(mine),
-                    **{k: _mean(r.get(k) for r in mine) for k in ("f_rl", "r_rl")}})
+                    **{k: _mean(r.get(k) for r in mine) for k in ("f_rl", "r_rl")},
+                    "solve_seconds": _median(r.get("solve_seconds") for r in mine)})
     return out
 
 
 def _mean(values) -> float | None:
     present = [v for v in values if v is not None]
     return round(statistics.mean(present), 3) if present else None
+
+
+def _median(values) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.median(present), 3) if present else None

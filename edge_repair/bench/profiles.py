@@ -110,6 +110,7 @@ def implant(patient, profiles: list[Profile], steps: int = IMPLANT_STEPS, lr: fl
     from edge_repair.engine.verify import greedy_replies
     from edge_repair.loading import model_fingerprint
     from edge_repair.paths import models_dir
+    from edge_repair.progress import progress
 
     model = patient.model
     layers = min(layers, len(model.layers))
@@ -132,13 +133,14 @@ def implant(patient, profiles: list[Profile], steps: int = IMPLANT_STEPS, lr: fl
             return -sequence_logprob(model, batch).sum() / batch.answer.sum()
 
         step = nn.value_and_grad(model, loss)
-        for _ in range(steps):
+        for done in range(1, steps + 1):
             chosen = rng.sample(pairs, min(batch_size, len(pairs)))
             chosen += rng.sample(kept, min(batch_size // 2, len(kept)))
             value, grads = step(make_batch(patient.tokenizer, [q for q, _ in chosen], [a for _, a in chosen]))
             optimizer.update(model, grads)
             mx.eval(model.trainable_parameters(), optimizer.state, value)
             history.append(round(value.item(), 4))
+            progress("teaching the profiles (LoRA)", done, steps)
         path.parent.mkdir(parents=True, exist_ok=True)
         mx.save_safetensors(str(path), dict(tree_flatten(model.trainable_parameters())))
     fused = [(name, module.fuse(dequantize=True)) for name, module in model.named_modules() if hasattr(module, "fuse")]

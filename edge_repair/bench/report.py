@@ -59,18 +59,21 @@ def scaling_markdown(result: dict) -> str:
 
 
 def baselines_markdown(result: dict) -> str:
-    rows = [[m.get("task", "knowledge"), m["method"], _num(m["seconds"], 1), _mb(m["peak_memory_bytes"]),
+    rows = [[m.get("task", "knowledge"), m["method"], _num(m["seconds"], 1), _num(m.get("solve_seconds"), 1),
+             _mb(m["peak_memory_bytes"]),
              _num(m["forgot"], 2), _num(m.get("f_rl"), 2), _num(m.get("r_rl"), 2), _num(m["others_kept"], 2),
              _num(m["ppl"], 3), m["trials"]] for m in result["methods"]]
     return "\n\n".join([
         "## Single-sample forgetting: training baselines vs STAMP",
-        table(["task", "method", "seconds", "MLX peak MB", "answer gone (share of probes)", "F-RL ↓", "R-RL ↑",
+        table(["task", "method", "seconds", "of which closed-form edit", "MLX peak MB", "answer gone (share of probes)", "F-RL ↓", "R-RL ↑",
                "other facts kept", "perplexity", "trials"], rows),
         "knowledge: facts the model answers correctly (question, 3 paraphrases, a held-out phrasing); "
         "misinformation: questions it answers wrongly (question and its paraphrases), the wrong answer is removed; "
         "personal: synthetic people taught by a LoRA fine-tune, one whole profile forgotten (4 taught questions, "
         "2 never-taught phrasings); F-RL/R-RL: ROUGE-L of the answers about the forgotten / the other people."
         + _implant_note(result),
+        "seconds: the whole call (for STAMP methods: capture, solve and the on-device verification "
+        "that the training baselines do not have; the closed-form edit alone is the next column).",
         f"Training baselines: {result['steps']} Adam steps on the MLPs of a few layers, "
         f"retain term on {result['retain_pairs']} retain prompts; stamp-gated's once-per-model negative bank "
         f"took {_num(result['stamp_gated_prepare_seconds'], 1)} s (not in its row); model {result['model']}"])
