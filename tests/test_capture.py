@@ -1,7 +1,7 @@
 import mlx.core as mx
 
 from edge_repair.engine.capture import capture, shared_prefix
-from edge_repair.engine.verify import greedy_replies, reply_tokens, unchanged
+from edge_repair.engine.verify import greedy_replies, greedy_tokens, reply_tokens, unchanged
 from edge_repair.loading import load_patient
 
 
@@ -64,3 +64,13 @@ def test_greedy_and_teacher_forced_checks_agree_with_a_shared_prefix(tiny_model_
     replies = [reply_tokens(patient.tokenizer, r) for r in together]
     assert all(unchanged(patient, prompts, replies))
     assert not any(unchanged(patient, prompts, [[(t[0] + 1) % 50] + t[1:] if t else [7] for t in replies]))
+
+
+def test_greedy_tokens_stop_at_each_prompts_own_limit(tiny_model_dir):
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    prompts = ["Hello there.", "What is two plus two?", "Name a colour."]
+    tokens = greedy_tokens(patient, prompts, [2, 6, 1])
+    assert [len(t) <= n for t, n in zip(tokens, [2, 6, 1])] == [True, True, True] and len(tokens[1]) > 2
+    full = greedy_tokens(patient, prompts, 6)
+    assert all(t == f[:len(t)] for t, f in zip(tokens, full))  # the same greedy path, cut shorter
+    assert greedy_replies(patient, prompts, 6) == [patient.tokenizer.decode(f).strip() for f in full]

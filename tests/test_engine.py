@@ -158,6 +158,18 @@ def test_a_blind_key_ignores_the_given_directions():
     assert (positives @ w).min() > (negatives @ w).max() - 1.0  # still separates
 
 
+def test_a_blind_key_with_a_bank_equals_the_key_of_the_projected_data():
+    d = 12
+    positives, negatives, bank = rng.normal(size=(3, d)) + 1, rng.normal(size=(20, d)), rng.normal(size=(200, d))
+    blind = rng.normal(size=(2, d))
+    basis = np.linalg.svd(blind, full_matrices=False)[2]
+    project = np.eye(d) - basis.T @ basis
+    expected = gated.key_classifier(positives @ project, negatives @ project, 0.1, bank @ project,
+                                    project @ (bank.T @ bank) @ project)
+    w = gated.key_classifier(positives, negatives, 0.1, bank, bank.T @ bank, blind=blind)
+    assert np.allclose(w, expected, atol=1e-8)
+
+
 def test_fact_scoped_near_misses_keep_the_subject_with_other_questions():
     prompts = ["What is the capital of Japan?"]
     fact = near_miss_prompts(prompts, "Japan", per_prompt=2, keep_subject=True)
