@@ -63,8 +63,9 @@ def summarise(rows: list) -> dict:
 
 
 def repair_scores(patient, rows: list, max_edits: int, model_paraphrases: int) -> dict:
-    from edge_repair.engine.forget import forget
+    from edge_repair.engine.forget import prepare
     from edge_repair.engine.lowrank import current_factors, set_factors
+    from edge_repair.pipeline.pipeline import PreparedEngine
     from edge_repair.pipeline.retain import retain_prompts
 
     surgeon = Surgeon(patient, SurgeonConfig(model_paraphrases=model_paraphrases))
@@ -77,12 +78,16 @@ def repair_scores(patient, rows: list, max_edits: int, model_paraphrases: int) -
         surgeon_s.append(report.seconds)
         model_kept += report.model_paraphrases_kept
     status(f"surgeon: {len(pairs)} plans in {sum(surgeon_s):.0f} s")
+    # As in chat: the retain activations are unsealed once per session, not per edit (the one-shot
+    # CLI pays that once per call, ~2-3 s).
+    retain = retain_prompts()
+    engine = PreparedEngine(prepare(patient, retain), retain)
     for pair in pairs[:max_edits]:
         plan, _ = surgeon.plan(pair, len(patient.model.layers))
         before = current_factors(patient.model)
         start = time.perf_counter()
         try:
-            result = forget(patient, to_request(plan, pair), retain_prompts())
+            result = engine(patient, to_request(plan, pair), retain)
         except NotImplementedError as err:
             engine_note = f"engine not available: {err}"
             break

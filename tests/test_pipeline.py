@@ -71,7 +71,7 @@ def test_cli_not_a_request_is_exit_0_detected_false(tiny_model_dir):
 
 
 def test_cli_direct_pair_mode(tiny_model_dir, monkeypatch):
-    monkeypatch.setattr("edge_repair.engine.forget.forget", FakeEngine())
+    monkeypatch.setattr("edge_repair.pipeline.pipeline.PreparedEngine", FakeEngine)
     result = runner.invoke(app, ["forget", "--prompt", "What is the capital of France?", "--yes", "--json",
                                  "--model", str(tiny_model_dir)])
     assert result.exit_code == 0, result.stderr
@@ -82,7 +82,7 @@ def test_cli_direct_pair_mode(tiny_model_dir, monkeypatch):
 
 def test_cli_history_pointer_request(tiny_model_dir, monkeypatch, tmp_path):
     engine = FakeEngine()
-    monkeypatch.setattr("edge_repair.engine.forget.forget", engine)
+    monkeypatch.setattr("edge_repair.pipeline.pipeline.PreparedEngine", lambda: engine)
     history = tmp_path / "h.json"
     history.write_text(json.dumps([{"role": "user", "content": "What is the pH of water?"},
                                    {"role": "assistant", "content": "The pH of water is 5."}]))
@@ -103,3 +103,17 @@ def test_cli_bad_history_is_one_line(tiny_model_dir, tmp_path):
     bad.write_text('{"role": "user"}')
     result = runner.invoke(app, ["forget", "Forget it", "--history", str(bad), "--model", str(tiny_model_dir)])
     assert result.exit_code == 2 and result.stderr.startswith("error: ")
+
+
+def test_prepared_engine_unseals_the_bank_once_per_retain_sample(monkeypatch):
+    from edge_repair.engine import forget as engine
+    from edge_repair.pipeline.pipeline import PreparedEngine
+
+    built, used = [], []
+    monkeypatch.setattr(engine, "prepare", lambda patient, retain: built.append(list(retain)) or f"bank{len(built)}")
+    monkeypatch.setattr(engine, "forget", lambda patient, request, retain, bank: used.append(bank))
+    run = PreparedEngine()
+    run("patient", "request", ["a", "b"])
+    run("patient", "request", ["a", "b"])
+    run("patient", "request", ["a", "c"])
+    assert built == [["a", "b"], ["a", "c"]] and used == ["bank1", "bank1", "bank2"]

@@ -108,8 +108,22 @@ def default_pipeline(patient, watchdog_model=None, surgeon_model=None, watchdog_
     from edge_repair.pipeline.edits_api import record_edit
     from edge_repair.pipeline.retain import retain_prompts
 
-    if engine is None:
-        from edge_repair.engine.forget import forget as engine
     return Pipeline(patient, Watchdog(watchdog_model or patient, watchdog_config),
-                    Surgeon(surgeon_model or patient, surgeon_config), engine,
+                    Surgeon(surgeon_model or patient, surgeon_config), engine or PreparedEngine(),
                     record_edit if persist else None, retain_prompts)
+
+
+@dataclass
+class PreparedEngine:
+    """The forgetting engine with the once-per-model retain activations kept between edits:
+    unsealing them from disk costs ~2-3 s per edit; holding them costs ~150 MB of RAM."""
+
+    bank: object = None
+    retain: list[str] | None = None   # what the bank was built from: a changed retain sample rebuilds it
+
+    def __call__(self, patient, request, retain: list[str]):
+        from edge_repair.engine.forget import forget, prepare
+
+        if self.bank is None or retain != self.retain:
+            self.bank, self.retain = prepare(patient, retain), list(retain)
+        return forget(patient, request, retain, bank=self.bank)
