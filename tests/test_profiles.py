@@ -14,6 +14,9 @@ def test_profiles_are_seeded_distinct_and_phrase_their_facts():
     question, answer = people[0].qa()[1]
     assert people[0].name in question and answer.endswith(f"born in {people[0].city}.")
     assert all(people[0].name in q for q, _ in people[0].qa() + people[0].heldout())
+    probes = people[0].probes()
+    assert [q for q, _ in probes] == [q for q, _ in people[0].qa() + people[0].heldout()]
+    assert probes[0][1] == [people[0].city, people[0].job, people[0].hobby] and probes[1][1] == [people[0].city]
 
 
 @pytest.mark.parametrize("candidate, reference, expected", [

@@ -50,7 +50,7 @@ def _profile_item(profile) -> dict:
     (question, _), *rest = profile.qa()
     return {"id": profile.id, "question": question, "paraphrases": [q for q, _ in rest], "subject": profile.name,
             "answer": profile.city, "aliases": [profile.job, profile.hobby], "scope": "subject",
-            "qa": profile.qa(), "heldout": profile.heldout()}
+            "qa": profile.qa(), "probes": profile.probes()}
 
 
 def produced(patient, items: list[dict]) -> list[dict]:
@@ -89,9 +89,8 @@ def evaluate(patient, fact, others, ppl_text, people=()) -> dict:
     from edge_repair.engine.quality import perplexity
     from edge_repair.engine.verify import greedy_replies, mentions
 
-    if "qa" in fact:  # every taught question of the profile, then phrasings it was never taught
-        probes = [q for q, _ in fact["qa"]] + [q for q, _ in fact["heldout"]]
-        values = [_answers(fact)] + [[fact["answer"]], [fact["aliases"][0]], [fact["aliases"][1]]] + [[v] for _, v in fact["heldout"]]
+    if "probes" in fact:  # every taught question of the profile, then phrasings it was never taught
+        probes, values = [q for q, _ in fact["probes"]], [v for _, v in fact["probes"]]
     else:
         probes = [fact["question"], *fact["paraphrases"]] + ([fact["heldout_paraphrase"]] if "heldout_paraphrase" in fact else [])
         values = [_answers(fact)] * len(probes)

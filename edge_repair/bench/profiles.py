@@ -60,8 +60,11 @@ class Profile:
         """Phrasings never taught: does the forgetting (and the knowing) generalise?"""
         return [(f"In which city was {self.name} born?", self.city), (f"What is {self.name}'s job?", self.job)]
 
-    def values(self) -> list[str]:
-        return [self.city, self.job, self.hobby]
+    def probes(self) -> list[tuple[str, list[str]]]:
+        """Every question about the person (taught, then held out) with the values its answer gives away."""
+        taught = [[self.city, self.job, self.hobby], [self.city], [self.job], [self.hobby]]
+        return ([(q, values) for (q, _), values in zip(self.qa(), taught)]
+                + [(q, [value]) for q, value in self.heldout()])
 
 
 def make_profiles(n: int = 8, seed: int = 0) -> list[Profile]:

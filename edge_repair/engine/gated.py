@@ -43,17 +43,16 @@ def key_classifier(positives: np.ndarray, negatives: np.ndarray, lam: float, ban
         bank_rows, bank_gram = np.zeros((0, d), positives.dtype), np.zeros((d, d), positives.dtype)
     # Projecting the bank itself would cost O(n·d²) per layer; the projected key w = P·w scores the
     # raw rows exactly as the projected rows (P is symmetric), so only small matrices are projected.
-    project = lambda rows: rows  # noqa: E731
-    if blind is not None and len(blind):
-        basis = np.linalg.svd(blind.astype(np.float64), full_matrices=False)[2]
-        project = lambda rows: rows - (rows @ basis.T) @ basis  # noqa: E731
-        positives, negatives, bank_gram = project(positives), project(negatives), project(project(bank_gram).T)
-    bank_sum = project(bank_rows.sum(axis=0))
+    basis = np.linalg.svd(blind.astype(np.float64), full_matrices=False)[2] if blind is not None and len(blind) else None
+    if basis is not None:
+        positives, negatives = _without(positives, basis), _without(negatives, basis)
+        bank_gram = _without(_without(bank_gram, basis).T, basis)
+    bank_sum = _without(bank_rows.sum(axis=0), basis)
     near_w, bank_w = np.ones(len(negatives)), np.ones(len(bank_rows))
     for _ in range(rounds):
         pos_w = (near_w.sum() + bank_w.sum()) / max(len(positives), 1)
         hard = np.flatnonzero(bank_w != 1.0)
-        extra, H = bank_w[hard] - 1.0, project(bank_rows[hard])
+        extra, H = bank_w[hard] - 1.0, _without(bank_rows[hard], basis)
         gram = (bank_gram + (H.T * extra) @ H + (negatives.T * near_w) @ negatives
                 + pos_w * positives.T @ positives + lam * np.eye(d))
         rhs = pos_w * positives.sum(axis=0) - negatives.T @ near_w - bank_sum - H.T @ extra
@@ -61,6 +60,11 @@ def key_classifier(positives: np.ndarray, negatives: np.ndarray, lam: float, ban
         near_w = np.where(negatives @ w > -0.5, near_w * 2.0, near_w)
         bank_w = np.where(bank_rows @ w > -0.5, bank_w * 2.0, bank_w)
     return w
+
+
+def _without(rows: np.ndarray, basis: np.ndarray | None) -> np.ndarray:
+    """`rows` with their components along the orthonormal `basis` rows removed (None: unchanged)."""
+    return rows if basis is None else rows - (rows @ basis.T) @ basis
 
 
 def gated_unit(positives: np.ndarray, negatives: np.ndarray, delta: np.ndarray, lam: float = 0.1,
