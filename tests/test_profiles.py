@@ -54,3 +54,12 @@ def test_progress_on_a_pipe_prints_about_ten_lines(capsys):
         progress("work", done, 100)
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 10 and lines[-1].endswith("work: 100/100")
+
+
+def test_a_damaged_fixture_is_retrained_not_trusted(tiny_model_dir, tmp_path):
+    people = profiles.make_profiles(2)
+    profiles.implant(load_patient(str(tiny_model_dir)), people, steps=2, lr=1e-3, cache_dir=tmp_path)
+    (fixture,) = tmp_path.glob("profiles-*.safetensors")
+    fixture.write_bytes(b"not a safetensors file")
+    info = profiles.implant(load_patient(str(tiny_model_dir)), people, steps=2, lr=1e-3, cache_dir=tmp_path)
+    assert not info["cached"] and fixture.stat().st_size > 100

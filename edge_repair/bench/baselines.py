@@ -183,13 +183,14 @@ class _Run:
 
         self.patient, self.methods, self.steps, self.lr, self.config, self.facts = patient, methods, steps, lr, config, facts
         self.retain, self.ppl_text = datasets.retain_prompts(), datasets.heldout_text()
-        self.bank, self.prepare_seconds, self.rows = None, None, []
+        self.bank, self.prepare_seconds, self.rows, self.retain_batch = None, None, [], None
 
     def trials(self, task: str, chosen: list[dict], people: list[dict] = ()) -> None:
         from edge_repair.engine.forget import prepare
         from edge_repair.engine.verify import greedy_replies
 
         patient, tok = self.patient, self.patient.tokenizer
+        # Per call: the personal task's model (fine-tuned) answers the retain prompts differently.
         retain_replies = greedy_replies(patient, self.retain[:RETAIN_PAIRS], REPLY_TOKENS)
         self.retain_batch = training.make_batch(tok, self.retain[:RETAIN_PAIRS], retain_replies)
         if "stamp-gated" in self.methods and self.bank is None:  # once per model in real use: timed apart

@@ -109,41 +109,24 @@ def implant(patient, profiles: list[Profile], steps: int = IMPLANT_STEPS, lr: fl
 
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
-    from edge_repair.bench.training import make_batch, sequence_logprob
     from edge_repair.engine.verify import greedy_replies
     from edge_repair.loading import model_fingerprint
     from edge_repair.paths import models_dir
-    from edge_repair.progress import progress
 
     model = patient.model
     layers = min(layers, len(model.layers))
     key = fixture_key(model_fingerprint(patient.path), profiles, steps, lr, layers, list(replay))
     path = (cache_dir or models_dir() / "fixtures") / f"profiles-{key}.safetensors"
     start, history = time.perf_counter(), []
-    if not path.is_file():
-        end = patient.tokenizer.eos_token or ""  # taught answers end the turn, or the model rambles on
-        pairs = [(q, a + end) for p in profiles for q, a in p.qa()]
-        kept = list(zip(replay, greedy_replies(patient, list(replay), 32))) if replay else []
     model.freeze()
     linear_to_lora_layers(model, layers, LORA)
-    if path.is_file():
+    try:
         model.load_weights(str(path), strict=False)
-    else:
-        rng = random.Random(seed)
-        optimizer = optim.Adam(learning_rate=lr)
-
-        def loss(batch):
-            return -sequence_logprob(model, batch).sum() / batch.answer.sum()
-
-        step = nn.value_and_grad(model, loss)
-        for done in range(1, steps + 1):
-            chosen = rng.sample(pairs, min(batch_size, len(pairs)))
-            chosen += rng.sample(kept, min(batch_size // 2, len(kept)))
-            value, grads = step(make_batch(patient.tokenizer, [q for q, _ in chosen], [a for _, a in chosen]))
-            optimizer.update(model, grads)
-            mx.eval(model.trainable_parameters(), optimizer.state, value)
-            history.append(round(value.item(), 4))
-            progress("teaching the profiles (LoRA)", done, steps)
+    except (OSError, ValueError, RuntimeError):  # absent or damaged: (re)train, never trust it
+        path.unlink(missing_ok=True)
+        # Fresh LoRA layers start at zero, so these are still the base model's own replies.
+        kept = list(zip(replay, greedy_replies(patient, list(replay), 32))) if replay else []
+        history = _train(patient, profiles, kept, steps, lr, batch_size, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         mx.save_safetensors(str(path), dict(tree_flatten(model.trainable_parameters())))
     fused = [(name, module.fuse(dequantize=True)) for name, module in model.named_modules() if hasattr(module, "fuse")]
@@ -152,3 +135,27 @@ def implant(patient, profiles: list[Profile], steps: int = IMPLANT_STEPS, lr: fl
     mx.eval(model.parameters())
     return {"cached": not history, "seconds": round(time.perf_counter() - start, 1), "steps": steps,
             "loss": [history[0], history[-1]] if history else None, "fixture": path.name}
+
+
+def _train(patient, profiles: list[Profile], kept: list[tuple[str, str]], steps: int, lr: float,
+           batch_size: int, seed: int) -> list[float]:
+    """Adam on the trainable (LoRA) parameters: profile pairs plus rehearsed own replies per batch."""
+    from edge_repair.bench.training import make_batch, sequence_logprob
+    from edge_repair.progress import progress
+
+    model, end = patient.model, patient.tokenizer.eos_token or ""  # taught answers end the turn, or the model rambles on
+    pairs = [(q, a + end) for p in profiles for q, a in p.qa()]
+    rng, optimizer, history = random.Random(seed), optim.Adam(learning_rate=lr), []
+
+    def loss(batch):
+        return -sequence_logprob(model, batch).sum() / batch.answer.sum()
+
+    step = nn.value_and_grad(model, loss)
+    for done in range(1, steps + 1):
+        chosen = rng.sample(pairs, min(batch_size, len(pairs))) + rng.sample(kept, min(batch_size // 2, len(kept)))
+        value, grads = step(make_batch(patient.tokenizer, [q for q, _ in chosen], [a for _, a in chosen]))
+        optimizer.update(model, grads)
+        mx.eval(model.trainable_parameters(), optimizer.state, value)
+        history.append(round(value.item(), 4))
+        progress("teaching the profiles (LoRA)", done, steps)
+    return history
