@@ -205,3 +205,16 @@ def test_base_model_removes_edits_and_puts_them_back(tiny_model_dir):
         assert mx.allclose(patient.model(tokens), base)
     assert mx.allclose(patient.model(tokens), edited) and current_factors(patient.model).keys() == edit.keys()
     set_factors(patient.model, {})
+
+
+def test_gated_unit_value_is_the_least_squares_fit_of_per_row_targets():
+    d = 32
+    shared = rng.normal(size=d) * 3
+    negatives = shared + rng.normal(size=(400, d))
+    positives = shared + 2.5 * rng.normal(size=d) + 0.1 * rng.normal(size=(6, d))
+    delta = rng.normal(size=d)
+    targets = np.outer(np.linspace(0.5, 1.5, 6), delta)  # the same direction, wanted at different sizes
+    unit = gated.gated_unit(positives, negatives, targets)
+    misfit = lambda down: np.sum((gated.unit_output(gated.Unit(unit.gate, unit.up, down, 0.0), positives) - targets) ** 2)
+    assert misfit(unit.down) < min(misfit(0.9 * unit.down), misfit(1.1 * unit.down))
+    assert np.allclose(gated.unit_output(unit, positives).mean(axis=0), delta, rtol=0.1, atol=0.1)

@@ -1,9 +1,9 @@
 """Entry point of the forgetting engine: one forget pair in, a verified low-rank edit out.
 
-Default method "stamp-gated" (see gated.py): one gated unit per layer of a band near the top
+Default method "stamp-gated" (see gated.py): two gated units per layer of a band near the top
 of the network, keyed on the forget prompt's last position (where the answer's first token is
-decided), valued by the residual shift of a refusal context, designed against the base model
-and verified against the base model's answers. "stamp" and "stamp-lr" are the paper's literal
+decided) and on the tokens of a refusal after it, valued by the residual shift a refusal context
+produces there, designed against the base model and verified against the base model's answers. "stamp" and "stamp-lr" are the paper's literal
 recipe (steering vector r_SV, Eq. 4, added to the MLP output at one layer, solved by Eq. 8–9 or
 10–11) kept for comparison in the benchmarks.
 """
@@ -21,8 +21,10 @@ from edge_repair.engine.lowrank import LowRankEdit, base_model, current_factors,
 from edge_repair.engine.negatives import CHECK_TOKENS, NegativeBank, load_or_build
 from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.solve import constant_direction
-from edge_repair.engine.probes import answer_terms, near_miss_prompts, neighbour_prompts, probe_prompts, refusal_context
-from edge_repair.engine.verify import chat_tokens, greedy_replies, greedy_tokens, is_refusal, mentions, unchanged
+from edge_repair.engine.probes import (REFUSAL, answer_terms, near_miss_prompts, neighbour_prompts, probe_prompts,
+                                       refusal_context)
+from edge_repair.engine.verify import (chat_tokens, greedy_replies, greedy_tokens, is_refusal, mentions, reply_tokens,
+                                       unchanged)
 from edge_repair.errors import InputError
 
 METHODS = ("stamp-gated", "stamp", "stamp-lr")
@@ -45,7 +47,7 @@ class ForgetRequest:
     subject: str | None = None       # e.g. "France", "Maya Taylor" (used for probes, never stored)
     method: str = "stamp-gated"      # one of METHODS
     layers: str | list[int] = "auto"
-    rank: int | None = None          # units per layer (gated) or solve rank (stamp-lr)
+    rank: int | None = None          # solve rank (stamp-lr; stamp-gated uses two units per layer)
     strength: float = 1.0
     scope: str = "fact"              # "fact": other questions about the subject keep their answers; "subject": they go too
 
@@ -126,49 +128,58 @@ def _taken_neurons(model, layer: int) -> set[int]:
 
 def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeBank, layers: list[int],
                config: "EngineConfig", excluded: list[int] = (), scope: str = "fact"):
-    """One gated unit per layer (see gated.py); returns strength -> factors (the solve is done once).
+    """Two gated units per layer (see gated.py); returns strength -> factors (the solve is done once).
 
+    The answer unit fires at each phrasing's last token, where the answer's first token is
+    decided; the continuation unit fires on the refusal's own tokens after the question. With
+    only the first, replies opened "I'm …" and drifted back to the answer within a sentence
+    (measured on 16 facts: 11 verified, 44/64 replies refused; with both: 16 and 61/64).
     `excluded`: bank prompts left out of the negatives (they are about the forget subject).
     """
     tok = patient.tokenizer
     near = near_miss_prompts(prompts, subject, config.near_misses, keep_subject=scope == "fact")
+    refusal = reply_tokens(tok, REFUSAL)
+    positions = list(range(-len(refusal) - 1, 0))  # the question's last token, then each refusal token
     # Designed against the base model, like the bank: earlier edits' units must not leak into
     # this edit's keys and targets (stacked units would then chase each other).
     with base_model(patient.model):
-        keep = {"kinds": ("mlp_in", "resid"), "positions": [-1]}  # units are keyed on the last position only
-        plain = capture(patient.model, [chat_tokens(tok, p) for p in prompts + near], layers, batch_size=16, **keep)
-        refusing = capture(patient.model, [chat_tokens(tok, p, refusal_context()) for p in prompts], layers, **keep)
-    n = len(prompts)
-    last = lambda acts, i: acts.rows(i, [-1])[0]
-    pos_rows = [last(plain, i) for i in range(n)]
-    ref_rows = [last(refusing, i) for i in range(n)]
-    near_rows = [last(plain, n + i) for i in range(len(near))]
+        keep = {"kinds": ("mlp_in", "resid"), "positions": positions}
+        plain = capture(patient.model, [chat_tokens(tok, p) + refusal for p in prompts], layers, **keep)
+        refusing = capture(patient.model, [chat_tokens(tok, p, refusal_context()) + refusal for p in prompts], layers, **keep)
+        near_acts = capture(patient.model, [chat_tokens(tok, p) for p in near], layers, batch_size=16,
+                            kinds=("mlp_in",), positions=[-1])
+    # Both contexts keep the same positions, so one row index means the same token in each.
+    answer_rows = [plain.rows(i, [0])[0] for i in range(len(prompts))]
+    continuation_rows = [r for i in range(len(prompts)) for r in plain.rows(i, list(range(1, len(positions))))]
     units, previous_shift = [], 0.0
     for layer in layers:
-        X, X_ref = np.array(plain.mlp_in[layer]), np.array(refusing.mlp_in[layer])
-        shift = (np.array(refusing.resid[layer])[ref_rows] - np.array(plain.resid[layer])[pos_rows]).mean(axis=0)
+        X, X_ref, X_near = (np.array(a.mlp_in[layer]) for a in (plain, refusing, near_acts))
+        shift = np.array(refusing.resid[layer]) - np.array(plain.resid[layer])
+        step, previous_shift = shift - previous_shift, shift  # what this layer must add, row by row
         bank_rows, bank_gram = bank.without(list(excluded), layer)
         bias = constant_direction(bank_gram, bank_rows.sum(axis=0)) if config.threshold else None
-        # Key on both the plain and the refusal-context activations: once earlier layers have
-        # moved the residual toward refusal, this layer must still recognise the question.
-        # Blind to how a refusal moves this layer's input: otherwise a unit learns "about to refuse"
-        # and fires again on every similar question another edit is already refusing (overshoot).
-        blind = X_ref[ref_rows] - X[pos_rows] if config.blind else None
-        unit = gated.gated_unit(np.concatenate([X[pos_rows], X_ref[ref_rows]]), X[near_rows], shift - previous_shift,
-                                lam=config.ridge, bank_rows=bank_rows, bank_gram=bank_gram, bias=bias,
-                                threshold=config.threshold, blind=blind)
-        previous_shift = shift
         weights = mlp_weights(patient.model, layer)
-        neuron = gated.least_used_neuron(bank.neuron_use[layer], _taken_neurons(patient.model, layer))
-        units.append((layer, unit, neuron, weights))
+        taken = _taken_neurons(patient.model, layer)
+        for rows in (answer_rows, continuation_rows):
+            # Key on both the plain and the refusal-context activations: once earlier layers have
+            # moved the residual toward refusal, this layer must still recognise the question.
+            # Blind to how a refusal moves this layer's input: otherwise a unit learns "about to refuse"
+            # and fires again on every similar question another edit is already refusing (overshoot).
+            blind = X_ref[rows] - X[rows] if config.blind else None
+            unit = gated.gated_unit(np.concatenate([X[rows], X_ref[rows]]), X_near, step[rows], lam=config.ridge,
+                                    bank_rows=bank_rows, bank_gram=bank_gram, bias=bias,
+                                    threshold=config.threshold, blind=blind)
+            neuron = gated.least_used_neuron(bank.neuron_use[layer], taken)
+            taken.add(neuron)
+            units.append((layer, unit, neuron, weights))
 
     def factors(strength: float) -> dict:
-        out = {}
+        parts = []
         for layer, unit, neuron, weights in units:
             scaled = gated.Unit(unit.gate, unit.up, unit.down * strength, unit.margin)
-            for name, (a, b) in gated.neuron_factors(scaled, neuron, *weights).items():
-                out[f"model.layers.{layer}.mlp.{name}"] = (mx.array(a), mx.array(b))
-        return out
+            parts.append({f"model.layers.{layer}.mlp.{name}": (mx.array(a), mx.array(b))
+                          for name, (a, b) in gated.neuron_factors(scaled, neuron, *weights).items()})
+        return stack(parts)
 
     return factors
 

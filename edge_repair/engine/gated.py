@@ -67,12 +67,14 @@ def _without(rows: np.ndarray, basis: np.ndarray | None) -> np.ndarray:
     return rows if basis is None else rows - (rows @ basis.T) @ basis
 
 
-def gated_unit(positives: np.ndarray, negatives: np.ndarray, delta: np.ndarray, lam: float = 0.1,
+def gated_unit(positives: np.ndarray, negatives: np.ndarray, targets: np.ndarray, lam: float = 0.1,
                sharpness: float = 12.0, strength: float = 1.0, bank_rows: np.ndarray | None = None,
                bank_gram: np.ndarray | None = None, bias: np.ndarray | None = None, threshold: float = 0.0,
                blind: np.ndarray | None = None) -> Unit:
-    """A unit that adds ≈ strength·delta on `positives` and ≈ 0 on `negatives`.
+    """A unit that adds ≈ strength·targets on `positives` and ≈ 0 on `negatives`.
 
+    `targets`: one shift (d_out,) for every positive, or one row per positive for the first
+    len(targets) positives; the value is their least-squares fit (Eq. 8 with one hidden unit).
     With `bias` (a direction c with c·x ≈ 1 on every input) the unit only opens once the key
     score passes `threshold`: h ≈ s·relu(w·x − θ)², the bias SwiGLU's gate and up lack.
     `blind`: directions the key ignores (see key_classifier).
@@ -83,8 +85,10 @@ def gated_unit(positives: np.ndarray, negatives: np.ndarray, delta: np.ndarray, 
     negative_scores = [negatives @ key] + ([bank_rows @ key] if bank_rows is not None else [])
     s = sharpness / max(float(scores_pos.min()), 1e-3)
     gate, up = s * key, key
-    h = silu(positives @ gate) * (positives @ up)
-    down = strength * delta / float(h.mean())
+    targets = np.broadcast_to(targets, (len(positives), targets.shape[-1])) if targets.ndim == 1 else targets
+    fitted = positives[: len(targets)]
+    h = silu(fitted @ gate) * (fitted @ up)
+    down = strength * (h @ targets) / float(h @ h)
     return Unit(gate, up, down, float(scores_pos.min() - np.concatenate(negative_scores).max()))
 
 
