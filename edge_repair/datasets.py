@@ -1,5 +1,5 @@
 """The packaged data sets: facts to forget, misinformation, refusals (D_ref), retain prompts (D_r),
-chat probes and held-out text. Each call reads the file afresh; nothing is cached here."""
+chat probes, general text and held-out text. Each call reads the file afresh; nothing is cached here."""
 
 import json
 import re
@@ -43,6 +43,13 @@ def general_questions() -> list[str]:
 def chat_probes() -> list[str]:
     """Ordinary chat prompts whose replies should stay essentially unchanged after an edit."""
     return _json("chat_probes.json")
+
+
+def general_text() -> list[str]:
+    """Original everyday prose (notes, how-tos, mail, reviews), one paragraph per item: raw text the
+    engine keeps its units silent on and guards perplexity with. Kept apart from heldout_text(),
+    which only the benchmarks read."""
+    return [p.strip() for p in _read("general_text.txt").split("\n\n") if p.strip()]
 
 
 def heldout_text() -> str:

@@ -80,6 +80,14 @@ def test_heldout_text():
     assert len(text.split()) > 1_500
 
 
+def test_general_text_is_everyday_prose_about_no_forget_subject():
+    paragraphs = datasets.general_text()
+    assert len(paragraphs) >= 12 and all(len(p.split()) >= 50 for p in paragraphs)
+    names = {n for f in datasets.facts() for n in [f["subject"], f["answer"]]}
+    assert not [n for n in names if any(datasets.mentions(p, [n]) for p in paragraphs)]
+    assert not set(paragraphs) & set(datasets.heldout_text().split("\n\n"))
+
+
 def test_each_call_reads_a_fresh_copy():
     first = datasets.facts()
     first.clear()

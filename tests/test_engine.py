@@ -93,7 +93,7 @@ def test_least_used_neuron_skips_taken_ones():
 
 
 def test_negative_bank_roundtrip_through_a_sealed_cache(tiny_model_dir, tmp_path):
-    from edge_repair.engine.negatives import NegativeBank, load_or_build
+    from edge_repair.engine.negatives import GUARD_PARAGRAPHS, GUARD_TOKENS, NegativeBank, load_or_build
 
     patient = load_patient(str(tiny_model_dir), compute="f32")
     bank = load_or_build(patient, ["hello there", "what is up"], [1, 2], ["how are you"], home=tmp_path)
@@ -102,6 +102,9 @@ def test_negative_bank_roundtrip_through_a_sealed_cache(tiny_model_dir, tmp_path
     again = load_or_build(patient, ["hello there", "what is up"], [1, 2], ["how are you"], home=tmp_path)
     assert np.allclose(again.rows[2], bank.rows[2], atol=1e-2) and again.neuron_use[1].shape == (128,)
     assert len(bank.check_replies) == 1 and again.check_replies == bank.check_replies
+    # the perplexity guard is real prose the gate never saw as a negative
+    assert [len(t) for t in bank.guard_tokens] == [GUARD_TOKENS] * GUARD_PARAGRAPHS and bank.guard_perplexity > 1
+    assert again.guard_tokens == bank.guard_tokens and again.guard_perplexity == bank.guard_perplexity
     assert NegativeBank.from_bytes(bank.to_bytes()).rows.keys() == bank.rows.keys()
     # float16 in memory, float32 (and a matching Gram) for a solve
     rows, gram = bank.without([0], 2)

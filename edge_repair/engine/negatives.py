@@ -1,7 +1,7 @@
 """What the retain buffer looks like inside the model, cached per base model: the gate's negatives.
 
-Every token of the retain prompts and of the model's own greedy replies to them is a row the
-gated units must stay silent on; their Gram matrix is kept beside them so a key solve costs
+Every token of the retain prompts, of the model's own greedy replies to them and of shipped
+everyday prose is a row the gated units must stay silent on; their Gram matrix is kept beside them so a key solve costs
 O(d³) instead of O(n·d²). The base model's replies to the check prompts are kept too: an edit
 is verified against them. Capturing all this costs ~a minute on a 2-core CPU, so it is computed
 once per (base model, retain set, layers) and sealed (AES-GCM) in the home: it derives from the
@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_repair import datasets
 from edge_repair.engine.capture import capture
 from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.verify import chat_tokens, greedy_tokens, reply_tokens
 
 LABEL = "negative-bank"
-VERSION = "7"  # bump when the cached content changes
-RAW_STARTS = 32   # retain prompts also fed raw (no chat template) and continued by the model
-RAW_TOKENS = 48
-GUARD_STARTS = 8  # the last negatives, continued raw, are never raw negatives: an honest perplexity guard
+VERSION = "8"  # bump when the cached content changes
+GUARD_PARAGRAPHS = 4  # the last paragraphs of the general text are never negatives: an honest perplexity guard
+GUARD_TOKENS = 64
 CHECK_TOKENS = 8  # reply tokens compared when checking that other answers stay put
 
 
@@ -92,13 +92,16 @@ def build(patient, prompts: list[str], layers: list[int], checks: list[str] = ()
     with base_model(patient.model):  # negatives describe the base model, not earlier edits
         replies = greedy_tokens(patient, prompts, reply_length)
         lists = [chat_tokens(patient.tokenizer, p) + r for p, r in zip(prompts, replies)]
-        lists += raw_continuations(patient, prompts[:RAW_STARTS], RAW_TOKENS)
+        # Units keyed only on chat-formatted negatives misfire on raw text (stacked edits then
+        # wreck perplexity), so every token of shipped everyday prose is a negative too.
+        prose = [reply_tokens(patient.tokenizer, p) for p in datasets.general_text()]
+        lists += prose[:-GUARD_PARAGRAPHS]
         rows = mlp_inputs(patient.model, lists, layers)
         use = {l: neuron_contribution(*mlp_weights(patient.model, l), rows[l].astype(np.float32)) for l in layers}
         check_replies = greedy_tokens(patient, list(checks), CHECK_TOKENS) if checks else []
-        # Raw text the gate never saw as a negative guards against units misfiring on raw text.
-        guard = raw_continuations(patient, prompts[-GUARD_STARTS:], RAW_TOKENS) if len(prompts) > RAW_STARTS + GUARD_STARTS else []
-        guard_perplexity = token_perplexity(patient.model, guard) if guard else 0.0
+        # Prose the gate never saw as a negative guards against units misfiring on raw text.
+        guard = [p[:GUARD_TOKENS] for p in prose[-GUARD_PARAGRAPHS:]]
+        guard_perplexity = token_perplexity(patient.model, guard)
     return NegativeBank(rows, use, [len(t) for t in lists], check_replies=check_replies, guard_tokens=guard,
                         guard_perplexity=guard_perplexity)
 
@@ -112,16 +115,6 @@ def mlp_inputs(model, lists: list[list[int]], layers: list[int], chunk: int = 32
         for l in layers:
             parts[l].append(np.array(acts.mlp_in[l]).astype(np.float16))
     return {l: np.concatenate(p) for l, p in parts.items()}
-
-
-def raw_continuations(patient, starts: list[str], length: int) -> list[list[int]]:
-    """Plain text without the chat template, continued greedily by the model: units keyed only on
-    chat-formatted negatives misfire on raw text (stacked edits then wreck perplexity)."""
-    from mlx_lm.generate import batch_generate
-
-    lists = [reply_tokens(patient.tokenizer, s) for s in starts]
-    out = batch_generate(patient.model, patient.tokenizer, lists, max_tokens=length, return_token_ids=True)
-    return [t + list(g) for t, g in zip(lists, out.token_ids)]
 
 
 def cache_key(base_fingerprint: str, prompts: list[str], layers: list[int], checks: list[str] = ()) -> str:
