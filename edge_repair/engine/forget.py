@@ -3,9 +3,9 @@
 Default method "stamp-gated" (see gated.py): two gated units per layer of a band near the top
 of the network, keyed on the forget prompt's last position (where the answer's first token is
 decided) and on the tokens of a refusal after it, valued by the residual shift a refusal context
-produces there, designed against the base model and verified against the base model's answers. "stamp" and "stamp-lr" are the paper's literal
-recipe (steering vector r_SV, Eq. 4, added to the MLP output at one layer, solved by Eq. 8–9 or
-10–11) kept for comparison in the benchmarks.
+produces there, designed against the base model and verified against the base model's answers.
+"stamp" and "stamp-lr" are the paper's literal recipe (steering vector r_SV, Eq. 4, added to the
+MLP output at one layer, solved by Eq. 8–9 or 10–11) kept for comparison in the benchmarks.
 """
 
 import time

@@ -1,8 +1,8 @@
 """What the retain buffer looks like inside the model, cached per base model: the gate's negatives.
 
 Every token of the retain prompts, of the model's own greedy replies to them and of shipped
-everyday prose is a row the gated units must stay silent on; their Gram matrix is kept beside them so a key solve costs
-O(d³) instead of O(n·d²). The base model's replies to the check prompts are kept too: an edit
+everyday prose is a row the gated units must stay silent on; their Gram matrix is kept beside
+them so a key solve costs O(d³) instead of O(n·d²). The base model's replies to the check prompts are kept too: an edit
 is verified against them. Capturing all this costs ~a minute on a 2-core CPU, so it is computed
 once per (base model, retain set, layers) and sealed (AES-GCM) in the home: it derives from the
 owner's retain buffer, which may hold private chat turns.
