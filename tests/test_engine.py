@@ -29,13 +29,17 @@ def test_stamp_lr_matches_full_solve_at_full_rank_and_is_low_rank():
     assert a4.shape == (30, 4) and b4.shape == (4, 5)
 
 
-def test_gated_unit_fires_on_positives_only():
-    # Like normalised residuals: a large shared component plus per-token variation.
-    d = 32
+def _separable_rows(d: int = 32):
+    """(positives, negatives, delta) like normalised residuals: a large shared component plus
+    per-token variation, the positives a tight cluster of their own."""
     shared = rng.normal(size=d) * 3
     negatives = shared + rng.normal(size=(400, d))
     positives = shared + 2.5 * rng.normal(size=d) + 0.1 * rng.normal(size=(6, d))
-    delta = rng.normal(size=d)
+    return positives, negatives, rng.normal(size=d)
+
+
+def test_gated_unit_fires_on_positives_only():
+    positives, negatives, delta = _separable_rows()
     unit = gated.gated_unit(positives, negatives, delta)
     on = gated.unit_output(unit, positives).mean(axis=0)
     off = np.abs(gated.unit_output(unit, negatives)).max()
@@ -211,11 +215,7 @@ def test_base_model_removes_edits_and_puts_them_back(tiny_model_dir):
 
 
 def test_gated_unit_value_is_the_least_squares_fit_of_per_row_targets():
-    d = 32
-    shared = rng.normal(size=d) * 3
-    negatives = shared + rng.normal(size=(400, d))
-    positives = shared + 2.5 * rng.normal(size=d) + 0.1 * rng.normal(size=(6, d))
-    delta = rng.normal(size=d)
+    positives, negatives, delta = _separable_rows()
     targets = np.outer(np.linspace(0.5, 1.5, 6), delta)  # the same direction, wanted at different sizes
     unit = gated.gated_unit(positives, negatives, targets)
     misfit = lambda down: np.sum((gated.unit_output(gated.Unit(unit.gate, unit.up, down, 0.0), positives) - targets) ** 2)
