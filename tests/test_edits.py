@@ -79,6 +79,29 @@ def test_undo_of_a_middle_edit_keeps_the_others(tiny_model_dir):
     assert not list((home_dir() / "adapters").iterdir()) and not list((home_dir() / "edits").iterdir())
 
 
+def test_shared_factors_are_stored_once_and_leave_with_the_last_edit(tiny_model_dir):
+    from edge_repair.errors import InputError
+
+    patient = load_patient(str(tiny_model_dir))
+    shared = random_edit(patient.model, layers=(2,), rank=1, seed=9).factors
+    edits = [random_edit(patient.model, layers=(i,), rank=2, seed=i) for i in (0, 1)]
+    ids = [store.record_edit(patient, LowRankEdit(e.factors, e.info, shared)) for e in edits]
+    assert [r["id"] for r in store.list_edits()] == ids and store.apply_active_edits(patient) == ids
+    ledger = json.loads((home_dir() / "ledger.json").read_text())
+    shared_ids = [e["id"] for e in ledger["edits"] if e.get("kind") == "shared"]
+    assert len(shared_ids) == 1  # the second edit brought the same factors: not stacked twice
+    with pytest.raises(InputError):
+        store.undo_edit(shared_ids[0])  # never undone on its own
+    store.undo_edit(ids[0])
+    fresh = load_patient(str(tiny_model_dir))
+    store.apply_active_edits(fresh)
+    set_factors(patient.model, stack([shared, edits[1].factors]))
+    assert mx.allclose(logits(fresh.model), logits(patient.model), atol=1e-5).item()
+    store.undo_edit(ids[1])
+    assert json.loads((home_dir() / "ledger.json").read_text())["edits"] == []
+    assert not list((home_dir() / "edits").iterdir())
+
+
 def test_adapter_refuses_another_base(tiny_model_dir, tmp_path):
     other = make_model_dir(tmp_path / "other", seed=7)
     patient = load_patient(str(tiny_model_dir))

@@ -80,11 +80,11 @@ def test_neighbour_checks_are_held_out_from_the_near_misses():
 def test_an_edit_that_changes_its_neighbours_is_not_verified():
     from edge_repair.engine.forget import Verification
 
-    ok = Verification(4, 4, 16, 16, 4, 0.0, neighbours_kept=2, neighbour_probes=4)
+    ok = Verification(4, 4, 16, 16, 4, 0.0, neighbours_kept=6, neighbour_probes=8)
     assert ok.verified
-    assert not Verification(4, 4, 16, 16, 4, 0.0, neighbours_kept=1, neighbour_probes=4).verified
+    assert not Verification(4, 4, 16, 16, 4, 0.0, neighbours_kept=5, neighbour_probes=8).verified
     assert Verification(4, 4, 16, 16, 4).verified  # no neighbours (no subject in the prompt)
-    assert ok.reason is None and "3 of 4 other subjects" in Verification(4, 4, 16, 16, 4, 0.0, 1, 4).reason
+    assert ok.reason is None and "3 of 8 other subjects" in Verification(4, 4, 16, 16, 4, 0.0, 5, 8).reason
     assert "1 of 4 phrasings" in Verification(3, 4, 16, 16, 4).reason
     assert "perplexity" in Verification(4, 4, 16, 16, 4, 0.2).reason
 
@@ -110,6 +110,10 @@ def test_negative_bank_roundtrip_through_a_sealed_cache(tiny_model_dir, tmp_path
     assert [len(t) for t in bank.guard_tokens] == [GUARD_TOKENS] * GUARD_PARAGRAPHS and bank.guard_perplexity > 1
     assert again.guard_tokens == bank.guard_tokens and again.guard_perplexity == bank.guard_perplexity
     assert NegativeBank.from_bytes(bank.to_bytes()).rows.keys() == bank.rows.keys()
+    # the shared follow-through is built with the bank and comes back from the cache
+    assert again.follow_through.keys() == {1, 2}
+    assert all(np.allclose(again.follow_through[l][0].down, bank.follow_through[l][0].down)
+               and again.follow_through[l][1] == bank.follow_through[l][1] for l in (1, 2))
     # float16 in memory, float32 (and a matching Gram) for a solve
     rows, gram = bank.without([0], 2)
     assert bank.rows[2].dtype == np.float16 and rows.dtype == np.float32
@@ -221,3 +225,19 @@ def test_gated_unit_value_is_the_least_squares_fit_of_per_row_targets():
     misfit = lambda down: np.sum((gated.unit_output(gated.Unit(unit.gate, unit.up, down, 0.0), positives) - targets) ** 2)
     assert misfit(unit.down) < min(misfit(0.9 * unit.down), misfit(1.1 * unit.down))
     assert np.allclose(gated.unit_output(unit, positives).mean(axis=0), delta, rtol=0.1, atol=0.1)
+
+
+def test_follow_through_is_added_only_where_the_model_lacks_it(tiny_model_dir, tmp_path):
+    from edge_repair.engine import follow_through
+    from edge_repair.engine.forget import _taken_neurons
+    from edge_repair.engine.lowrank import set_factors
+    from edge_repair.engine.negatives import load_or_build
+
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    bank = load_or_build(patient, ["hello there", "what is up"], [1, 2], home=tmp_path)
+    first = follow_through.missing_factors(patient.model, bank, [1, 2], _taken_neurons)
+    assert sorted(first) == [f"model.layers.{l}.mlp.{m}" for l in (1, 2) for m in ("down_proj", "gate_proj", "up_proj")]
+    set_factors(patient.model, {k: v for k, v in first.items() if ".1." in k})
+    assert sorted(follow_through.missing_factors(patient.model, bank, [1, 2], _taken_neurons)) == \
+        [k for k in sorted(first) if ".2." in k]
+    assert follow_through.neurons(bank, 1) <= _taken_neurons(patient.model, 1)

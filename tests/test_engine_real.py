@@ -21,7 +21,9 @@ def test_forget_one_fact_keeps_another(default_patient, engine_home):
         replies = greedy_replies(default_patient, probes, 20)
         assert not any(mentions(r, [target["answer"]]) for r in replies[:-1]), replies
         assert mentions(replies[-1], [control["answer"]]), replies[-1]
-        assert result.edit.info["method"] == "stamp-gated" and result.edit.rank == 2  # answer + continuation unit
+        assert result.edit.info["method"] == "stamp-gated" and result.edit.rank == 1  # one answer unit per layer
+        # the first edit brings the shared follow-through, one unit per edited layer
+        assert {k.split(".")[2] for k in result.edit.shared} == {str(l) for l in result.edit.info["layers"]}
     finally:
         set_factors(default_patient.model, {})
 
@@ -45,6 +47,7 @@ def test_stacked_forgets_of_similar_facts_each_verify_and_keep_a_control(default
             request = ForgetRequest(prompt=fact["question"], paraphrases=fact["paraphrases"], subject=fact["subject"])
             result = forget(default_patient, request, datasets.retain_prompts())
             assert result.verification.verified, (fact["id"], result.edit.info)
+            assert bool(result.edit.shared) == (fact is first)  # the follow-through is added once
         replies = greedy_replies(default_patient, [first["question"], second["question"], control["question"]], 20)
         assert not mentions(replies[0], [first["answer"]]) and not mentions(replies[1], [second["answer"]]), replies
         assert mentions(replies[2], [control["answer"]]), replies[2]

@@ -11,6 +11,7 @@ from edge_repair.storage.atomic import write_json
 LEDGER = "ledger.json"
 VERSION = 1
 TEXT_INFO = {"method"}  # the only string metadata kept; other strings could carry forgotten text
+SHARED = "shared"  # kind of the entry holding factors every edit of a base needs (never listed or undone alone)
 
 
 def empty() -> dict:
@@ -44,8 +45,8 @@ def new_id(ledger: dict) -> str:
 def find_edit(ledger: dict, edit_id: str) -> dict:
     """The edit whose id is `edit_id` or starts with it (ids are long enough to type a prefix)."""
     edit_id = (edit_id or "").strip().lower()
-    matches = [e for e in ledger["edits"] if e["id"] == edit_id] or \
-              [e for e in ledger["edits"] if edit_id and e["id"].startswith(edit_id)]
+    edits = user_edits(ledger)
+    matches = [e for e in edits if e["id"] == edit_id] or [e for e in edits if edit_id and e["id"].startswith(edit_id)]
     if not matches:
         raise InputError(f"no edit '{edit_id}'; edge-repair edits list shows the ids")
     if len(matches) > 1:
@@ -54,7 +55,17 @@ def find_edit(ledger: dict, edit_id: str) -> dict:
 
 
 def edits_for(ledger: dict, base: str) -> list[dict]:
+    """Every entry of `base` whose factors the model computes, shared ones included."""
     return [e for e in ledger["edits"] if e["base"] == base]
+
+
+def user_edits(ledger: dict, base: str | None = None) -> list[dict]:
+    """The edits a user made (of `base`, or of all bases), without the shared entries."""
+    return [e for e in ledger["edits"] if e.get("kind") != SHARED and base in (None, e["base"])]
+
+
+def shared_entry(ledger: dict, base: str) -> dict | None:
+    return next((e for e in edits_for(ledger, base) if e.get("kind") == SHARED), None)
 
 
 def safe_info(info: dict) -> dict:

@@ -2,7 +2,9 @@
 
 Home layout:
   ledger.json          which edits exist, for which base (metadata only, never forgotten text)
-  edits/<id>/          factors.safetensors, and probes.sealed (the probe prompts, encrypted)
+  edits/<id>/          factors.safetensors, and probes.sealed (the probe prompts, encrypted); one
+                       entry per base may be "shared": factors every edit needs (the engine's
+                       follow-through), stacked while any edit of that base exists
   adapters/<base16>    symlink to the current stacked adapter folder of that base, in mlx-lm format
 
 Crash safety: an edit's folder is complete before the ledger names it, the ledger is replaced
@@ -17,7 +19,8 @@ import mlx.core as mx
 
 from edge_repair.edits.adapters import module_shapes, padded, read_config, read_factors, split_path, write_adapter
 from edge_repair.edits.fingerprint import fingerprint
-from edge_repair.edits.ledger import edits_for, find_edit, new_id, now, read_ledger, safe_info, write_ledger
+from edge_repair.edits.ledger import (SHARED, edits_for, find_edit, new_id, now, read_ledger, safe_info, shared_entry,
+                                     user_edits, write_ledger)
 from edge_repair.engine.lowrank import LowRankEdit, set_factors, stack
 from edge_repair.errors import EditError, StateError
 from edge_repair.paths import home_dir
@@ -40,7 +43,7 @@ def apply_active_edits(patient) -> list[str]:
         stacked = stack([_load_factors(home, e) for e in entries])
     _check_shapes(stacked, module_shapes(patient.model))
     set_factors(patient.model, stacked)
-    return [e["id"] for e in entries]
+    return [e["id"] for e in entries if e.get("kind") != SHARED]
 
 
 def record_edit(patient, edit: LowRankEdit, probes: list[str] | None = None,
@@ -63,16 +66,24 @@ def record_edit(patient, edit: LowRankEdit, probes: list[str] | None = None,
             from edge_repair.retain.buffer import RetainBuffer
 
             RetainBuffer.open(home).scrub(scrub)  # first: a crash after it only loses samples
-        edit_id = new_id(ledger)
-        _write_edit_folder(home, edit_id, edit, probes, key)
         ledger["bases"][base] = {"path": str(Path(patient.path).resolve()),
                                  "num_layers": len(patient.model.layers), "shapes": shapes}
-        ledger["edits"].append({
-            "id": edit_id, "created": now(), "base": base, "modules": sorted(edit.factors),
-            "layers": sorted({split_path(p)[1] for p in edit.factors}),
-            "rank": edit.rank, "probes": bool(probes), "info": safe_info(edit.info)})
+        if edit.shared and shared_entry(ledger, base) is None:
+            _add_entry(home, ledger, base, LowRankEdit(edit.shared), None, None, kind=SHARED)
+        edit_id = _add_entry(home, ledger, base, edit, probes, key)
         write_ledger(home, ledger)
         _tidy(home, ledger)
+    return edit_id
+
+
+def _add_entry(home: Path, ledger: dict, base: str, edit: LowRankEdit, probes, key, kind: str | None = None) -> str:
+    """Write the edit's folder and name it in `ledger` (not yet written); returns its id."""
+    edit_id = new_id(ledger)
+    _write_edit_folder(home, edit_id, edit, probes, key)
+    ledger["edits"].append({
+        "id": edit_id, "created": now(), "base": base, "modules": sorted(edit.factors),
+        "layers": sorted({split_path(p)[1] for p in edit.factors}), "rank": edit.rank, "probes": bool(probes),
+        "info": safe_info(edit.info), **({"kind": kind} if kind else {})})
     return edit_id
 
 
@@ -81,7 +92,7 @@ def list_edits(base=None) -> list[dict]:
     home = home_dir()
     ledger = _current_ledger(home)
     wanted = fingerprint(Path(base), home) if base else None
-    return [_row(home, ledger, e) for e in ledger["edits"] if wanted in (None, e["base"])]
+    return [_row(home, ledger, e) for e in user_edits(ledger) if wanted in (None, e["base"])]
 
 
 def show_edit(edit_id: str) -> dict:
@@ -99,7 +110,8 @@ def undo_edit(edit_id: str) -> dict:
         entry = find_edit(ledger, edit_id)
         row = _row(home, ledger, entry)
         ledger["edits"].remove(entry)
-        if not edits_for(ledger, entry["base"]):
+        if not user_edits(ledger, entry["base"]):  # the last edit of its base takes the shared factors along
+            ledger["edits"] = [e for e in ledger["edits"] if e["base"] != entry["base"]]
             ledger["bases"].pop(entry["base"], None)
         write_ledger(home, ledger)
         _tidy(home, ledger)

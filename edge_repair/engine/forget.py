@@ -1,9 +1,10 @@
 """Entry point of the forgetting engine: one forget pair in, a verified low-rank edit out.
 
-Default method "stamp-gated" (see gated.py): two gated units per layer of a band near the top
-of the network, keyed on the forget prompt's last position (where the answer's first token is
-decided) and on the tokens of a refusal after it, valued by the residual shift a refusal context
-produces there, designed against the base model and verified against the base model's answers.
+Default method "stamp-gated" (see gated.py): a gated unit per layer of a band near the top of
+the network, keyed on the forget prompt's last position (where the answer's first token is
+decided), valued by the residual shift a refusal context produces there, designed against the
+base model and verified against the base model's answers; the shared follow-through
+(follow_through.py) finishes the refusal it starts.
 "stamp" and "stamp-lr" are the paper's literal recipe (steering vector r_SV, Eq. 4, added to the
 MLP output at one layer, solved by Eq. 8–9 or 10–11) kept for comparison in the benchmarks.
 """
@@ -15,16 +16,15 @@ import mlx.core as mx
 import numpy as np
 
 from edge_repair import datasets
-from edge_repair.engine import gated, literal
+from edge_repair.engine import follow_through, gated, literal
 from edge_repair.engine.capture import capture
 from edge_repair.engine.lowrank import LowRankEdit, base_model, current_factors, mlp_weights, set_factors, stack
 from edge_repair.engine.negatives import CHECK_TOKENS, NegativeBank, load_or_build
 from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.solve import constant_direction
-from edge_repair.engine.probes import (REFUSAL, answer_terms, near_miss_prompts, neighbour_prompts, probe_prompts,
+from edge_repair.engine.probes import (answer_terms, near_miss_prompts, neighbour_prompts, probe_prompts,
                                        refusal_context)
-from edge_repair.engine.verify import (chat_tokens, greedy_replies, greedy_tokens, is_refusal, mentions, reply_tokens,
-                                       unchanged)
+from edge_repair.engine.verify import chat_tokens, greedy_replies, greedy_tokens, is_refusal, mentions, unchanged
 from edge_repair.errors import InputError
 
 METHODS = ("stamp-gated", "stamp", "stamp-lr")
@@ -32,9 +32,9 @@ SCOPES = ("fact", "subject")
 # Open-ended replies flip on near-ties at the slightest change (rewriting 10 unused neurons
 # alone flips ~1 in 16), so retain checks compare the first negatives.CHECK_TOKENS tokens and allow slack.
 RETAIN_BAR = 0.75
-# The forget question about held-out other subjects: a single edit already changes ~1–2 of 4 (some
-# of them hallucinated, near-tie answers), stacked similar edits change more; half must hold.
-NEIGHBOUR_BAR = 0.5
+# The forget question about held-out other subjects: a single edit already changes ~1–2 of 8 (some
+# of them hallucinated, near-tie answers), stacked similar edits change most; 3/4 must hold.
+NEIGHBOUR_BAR = 0.75
 # Stacked units can misfire on raw text while chat answers still look fine; such an edit is refused.
 PERPLEXITY_BAR = 0.05
 
@@ -47,7 +47,7 @@ class ForgetRequest:
     subject: str | None = None       # e.g. "France", "Maya Taylor" (used for probes, never stored)
     method: str = "stamp-gated"      # one of METHODS
     layers: str | list[int] = "auto"
-    rank: int | None = None          # solve rank (stamp-lr; stamp-gated uses two units per layer)
+    rank: int | None = None          # solve rank (stamp-lr; stamp-gated uses one unit per layer)
     strength: float = 1.0
     scope: str = "fact"              # "fact": other questions about the subject keep their answers; "subject": they go too
 
@@ -128,29 +128,22 @@ def _taken_neurons(model, layer: int) -> set[int]:
 
 def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeBank, layers: list[int],
                config: "EngineConfig", excluded: list[int] = (), scope: str = "fact"):
-    """Two gated units per layer (see gated.py); returns strength -> factors (the solve is done once).
+    """One gated answer unit per layer (see gated.py); returns strength -> factors (the solve is done once).
 
-    The answer unit fires at each phrasing's last token, where the answer's first token is
-    decided; the continuation unit fires on the refusal's own tokens after the question. With
-    only the first, replies opened "I'm …" and drifted back to the answer within a sentence
-    (measured on 16 facts: 11 verified, 44/64 replies refused; with both: 16 and 61/64).
+    The unit fires at each phrasing's last token, where the answer's first token is decided, and
+    turns it toward a refusal; the shared follow-through (follow_through.py) finishes the refusal.
     `excluded`: bank prompts left out of the negatives (they are about the forget subject).
     """
     tok = patient.tokenizer
     near = near_miss_prompts(prompts, subject, config.near_misses, keep_subject=scope == "fact")
-    refusal = reply_tokens(tok, REFUSAL)
-    positions = list(range(-len(refusal) - 1, 0))  # the question's last token, then each refusal token
     # Designed against the base model, like the bank: earlier edits' units must not leak into
     # this edit's keys and targets (stacked units would then chase each other).
     with base_model(patient.model):
-        keep = {"kinds": ("mlp_in", "resid"), "positions": positions}
-        plain = capture(patient.model, [chat_tokens(tok, p) + refusal for p in prompts], layers, **keep)
-        refusing = capture(patient.model, [chat_tokens(tok, p, refusal_context()) + refusal for p in prompts], layers, **keep)
+        keep = {"kinds": ("mlp_in", "resid"), "positions": [-1]}
+        plain = capture(patient.model, [chat_tokens(tok, p) for p in prompts], layers, **keep)
+        refusing = capture(patient.model, [chat_tokens(tok, p, refusal_context()) for p in prompts], layers, **keep)
         near_acts = capture(patient.model, [chat_tokens(tok, p) for p in near], layers, batch_size=16,
                             kinds=("mlp_in",), positions=[-1])
-    # Both contexts keep the same positions, so one row index means the same token in each.
-    answer_rows = [plain.rows(i, [0])[0] for i in range(len(prompts))]
-    continuation_rows = [r for i in range(len(prompts)) for r in plain.rows(i, list(range(1, len(positions))))]
     units, previous_shift = [], 0.0
     for layer in layers:
         X, X_ref, X_near = (np.array(a.mlp_in[layer]) for a in (plain, refusing, near_acts))
@@ -158,20 +151,16 @@ def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeB
         step, previous_shift = shift - previous_shift, shift  # what this layer must add, row by row
         bank_rows, bank_gram = bank.without(list(excluded), layer)
         bias = constant_direction(bank_gram, bank_rows.sum(axis=0)) if config.threshold else None
-        weights = mlp_weights(patient.model, layer)
-        taken = _taken_neurons(patient.model, layer)
-        for rows in (answer_rows, continuation_rows):
-            # Key on both the plain and the refusal-context activations: once earlier layers have
-            # moved the residual toward refusal, this layer must still recognise the question.
-            # Blind to how a refusal moves this layer's input: otherwise a unit learns "about to refuse"
-            # and fires again on every similar question another edit is already refusing (overshoot).
-            blind = X_ref[rows] - X[rows] if config.blind else None
-            unit = gated.gated_unit(np.concatenate([X[rows], X_ref[rows]]), X_near, step[rows], lam=config.ridge,
-                                    bank_rows=bank_rows, bank_gram=bank_gram, bias=bias,
-                                    threshold=config.threshold, blind=blind)
-            neuron = gated.least_used_neuron(bank.neuron_use[layer], taken)
-            taken.add(neuron)
-            units.append((layer, unit, neuron, weights))
+        # Key on both the plain and the refusal-context activations: once earlier layers have
+        # moved the residual toward refusal, this layer must still recognise the question.
+        # Blind to how a refusal moves this layer's input: otherwise a unit learns "about to refuse"
+        # and fires again on every similar question another edit is already refusing (overshoot).
+        blind = X_ref - X if config.blind else None
+        unit = gated.gated_unit(np.concatenate([X, X_ref]), X_near, step, lam=config.ridge, bank_rows=bank_rows,
+                                bank_gram=bank_gram, bias=bias, threshold=config.threshold, blind=blind)
+        taken = _taken_neurons(patient.model, layer) | follow_through.neurons(bank, layer)
+        neuron = gated.least_used_neuron(bank.neuron_use[layer], taken)
+        units.append((layer, unit, neuron, mlp_weights(patient.model, layer)))
 
     def factors(strength: float) -> dict:
         parts = []
@@ -236,11 +225,13 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     strength, tries, best, history = request.strength, 0, None, []
     prepared = time.perf_counter()
     solved = _solver(patient, request, prompts, negatives, layers, config, bank, about)
+    shared = (follow_through.missing_factors(patient.model, bank, layers, _taken_neurons)
+              if request.method == "stamp-gated" else {})
     solve_seconds = time.perf_counter() - prepared
     while tries < config.max_tries:
         tries += 1
         new = solved(strength)
-        set_factors(patient.model, stack([before, new]))
+        set_factors(patient.model, stack([before, shared, new]))
         replies = greedy_replies(patient, prompts, config.verify_tokens)
         kept = unchanged(patient, retain_checks, baseline)
         near_kept = unchanged(patient, neighbours, neighbour_replies) if neighbours else []
@@ -259,7 +250,7 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     info = {"method": request.method, "layers": layers, "rank": int(max(a.shape[1] for a, _ in new.values())),
             "strength": round(strength, 3), "tries": tries, "history": history,
             "solve_seconds": round(solve_seconds, 3), **{k: v for k, v in check.as_dict().items()}}
-    return ForgetResult(LowRankEdit(new, info), check, time.perf_counter() - start, tries, replies)
+    return ForgetResult(LowRankEdit(new, info, shared), check, time.perf_counter() - start, tries, replies)
 
 
 def _solver(patient, request, prompts, negatives, layers, config, bank, about):

@@ -21,6 +21,9 @@ Factors = dict[str, tuple[mx.array, mx.array]]
 class LowRankEdit:
     factors: Factors
     info: dict = field(default_factory=dict)  # method, layers, rank, ... (never forgotten text)
+    # Factors shared by every edit of a base model, needed from this edit on (the engine's
+    # follow-through); the store keeps them while any edit of that base is active.
+    shared: Factors = field(default_factory=dict)
 
     @property
     def rank(self) -> int:

@@ -17,11 +17,12 @@ import numpy as np
 
 from edge_repair import datasets
 from edge_repair.engine.capture import capture
+from edge_repair.engine.gated import Unit
 from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.verify import chat_tokens, greedy_tokens, reply_tokens
 
 LABEL = "negative-bank"
-VERSION = "8"  # bump when the cached content changes
+VERSION = "9"  # bump when the cached content changes
 GUARD_PARAGRAPHS = 4  # the last paragraphs of the general text are never negatives: an honest perplexity guard
 GUARD_TOKENS = 64
 CHECK_TOKENS = 8  # reply tokens compared when checking that other answers stay put
@@ -36,6 +37,7 @@ class NegativeBank:
     check_replies: list[list[int]] = field(default_factory=list)  # base replies to the check prompts
     guard_tokens: list[list[int]] = field(default_factory=list)   # raw text whose perplexity guards an edit
     guard_perplexity: float = 0.0                                 # the base model's perplexity on it
+    follow_through: dict = field(default_factory=dict)            # layer -> (Unit, neuron), see follow_through.py
 
     def __post_init__(self):
         # Rows stay float16 in memory (half the RSS of a bank); a layer is widened when solved.
@@ -66,6 +68,9 @@ class NegativeBank:
         arrays["guard_lengths"] = np.array([len(t) for t in self.guard_tokens], np.int64)
         arrays["guard"] = np.array([t for r in self.guard_tokens for t in r], np.int64)
         arrays["guard_perplexity"] = np.array(self.guard_perplexity)
+        for l, (unit, neuron) in self.follow_through.items():
+            arrays[f"follow{l}"] = np.stack([unit.gate, unit.up, unit.down])
+            arrays[f"follow_neuron{l}"] = np.array([neuron, unit.margin])
         np.savez(buffer, **arrays)
         return buffer.getvalue()
 
@@ -81,11 +86,15 @@ class NegativeBank:
             guard = [arrays["guard"][a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])]
             lengths = arrays["lengths"].tolist()
             guard_perplexity = float(arrays["guard_perplexity"])
-        return cls(rows, use, lengths, grams, checks, guard, guard_perplexity)
+            follow = {int(k[6:]): (Unit(*arrays[k], float(arrays[f"follow_neuron{k[6:]}"][1])),
+                                   int(arrays[f"follow_neuron{k[6:]}"][0]))
+                      for k in arrays.files if k.startswith("follow") and not k.startswith("follow_")}
+        return cls(rows, use, lengths, grams, checks, guard, guard_perplexity, follow)
 
 
 def build(patient, prompts: list[str], layers: list[int], checks: list[str] = (), reply_length: int = 16) -> NegativeBank:
     """Capture every token of prompts + the model's replies at `layers` (the base model's view)."""
+    from edge_repair.engine import follow_through
     from edge_repair.engine.gated import neuron_contribution
     from edge_repair.engine.lowrank import base_model, mlp_weights
 
@@ -102,8 +111,10 @@ def build(patient, prompts: list[str], layers: list[int], checks: list[str] = ()
         # Prose the gate never saw as a negative guards against units misfiring on raw text.
         guard = [p[:GUARD_TOKENS] for p in prose[-GUARD_PARAGRAPHS:]]
         guard_perplexity = token_perplexity(patient.model, guard)
-    return NegativeBank(rows, use, [len(t) for t in lists], check_replies=check_replies, guard_tokens=guard,
-                        guard_perplexity=guard_perplexity)
+        bank = NegativeBank(rows, use, [len(t) for t in lists], check_replies=check_replies, guard_tokens=guard,
+                            guard_perplexity=guard_perplexity)
+        bank.follow_through = follow_through.build(patient, bank, layers)
+    return bank
 
 
 def mlp_inputs(model, lists: list[list[int]], layers: list[int], chunk: int = 32) -> dict[int, np.ndarray]:

@@ -49,9 +49,10 @@ Amazon Sahara Pacific Venus Saturn Mars""".split()
 
 
 # Held out from the near misses: the same question about these subjects must keep its answer after
-# an edit. Units of similar edits add up on such neighbours (forgetting several capitals blurred
-# held-out capitals), so this is checked on the edited model, earlier edits included.
-CHECK_SUBSTITUTES = ["Iceland", "Bolivia", "Ghana", "Nepal"]
+# an edit. Units of similar edits add up on such neighbours, so this is checked on the edited model,
+# earlier edits included. Measured: two capital edits together turned 11 of 13 other capitals into
+# refusals while 2 of the first 4 of these still passed, hence eight and a stricter bar.
+CHECK_SUBSTITUTES = ["Iceland", "Bolivia", "Ghana", "Nepal", "Ethiopia", "Mongolia", "Croatia", "Paraguay"]
 
 
 def neighbour_prompts(prompt: str, subject: str | None) -> list[str]:

@@ -1,0 +1,68 @@
+"""The follow-through: one gated unit per layer, shared by every edit, that finishes a refusal.
+
+An edit's answer units turn the first reply token into "I"; left alone the model then drifts back
+to the answer ("I'm glad you asked. The capital is…"). This unit fires on the tokens of a refusal
+that follows a question and moves them, token by token, to where a refusal context puts them, so
+the reply ends as a refusal. It knows nothing about any forgotten fact: it is built once per base
+model from shipped general questions, kept in the sealed negative bank, and active while at least
+one edit is. One shared unit rather than one per edit: measured on 20 stacked edits, per-edit
+copies all fired on every refusal (replies collapsed to one repeated word) and the 40 neurons per
+layer they overwrote cost +5.9 % perplexity on their own (answer units alone: +1.8 %).
+"""
+
+import mlx.core as mx
+import numpy as np
+
+from edge_repair import datasets
+from edge_repair.engine import gated
+from edge_repair.engine.capture import capture
+from edge_repair.engine.lowrank import mlp_weights
+from edge_repair.engine.probes import REFUSAL, refusal_context
+from edge_repair.engine.verify import chat_tokens, reply_tokens
+
+QUESTIONS = 16  # general questions whose refusals are the unit's positives
+RIDGE = 0.1
+
+
+def build(patient, bank, layers: list[int]) -> dict[int, tuple[gated.Unit, int]]:
+    """layer -> (unit, neuron) for the base model (the caller has removed any edits)."""
+    tok = patient.tokenizer
+    every = datasets.general_questions()
+    questions = every[:: max(1, len(every) // QUESTIONS)][:QUESTIONS]  # spread over the kinds of question
+    refusal = reply_tokens(tok, REFUSAL)
+    positions = list(range(-len(refusal), 0))
+    keep = {"kinds": ("mlp_in", "resid"), "positions": positions}
+    plain = capture(patient.model, [chat_tokens(tok, q) + refusal for q in questions], layers, **keep)
+    refusing = capture(patient.model, [chat_tokens(tok, q, refusal_context()) + refusal for q in questions], layers, **keep)
+    units, previous_shift = {}, 0.0
+    for layer in layers:
+        X, X_ref = np.array(plain.mlp_in[layer]), np.array(refusing.mlp_in[layer])
+        shift = np.array(refusing.resid[layer]) - np.array(plain.resid[layer])
+        step, previous_shift = shift - previous_shift, shift  # what this layer must add, token by token
+        bank_rows, bank_gram = bank.without([], layer)
+        unit = gated.gated_unit(np.concatenate([X, X_ref]), np.zeros((0, X.shape[1]), X.dtype), step, lam=RIDGE,
+                                bank_rows=bank_rows, bank_gram=bank_gram, blind=X_ref - X)
+        units[layer] = (unit, gated.least_used_neuron(bank.neuron_use[layer], set()))
+    return units
+
+
+def neurons(bank, layer: int) -> set[int]:
+    """The neuron the follow-through occupies at `layer` (edits must not take it)."""
+    return {bank.follow_through[layer][1]} if layer in bank.follow_through else set()
+
+
+def missing_factors(model, bank, layers: list[int], taken) -> dict:
+    """Factors of the follow-through units at `layers` that the model does not compute yet.
+
+    `taken(model, layer)`: the neurons already rewritten there; the follow-through's neuron is
+    never given to an edit, so it is taken exactly when the follow-through is active."""
+    parts = {}
+    for layer in layers:
+        if layer not in bank.follow_through:
+            continue
+        unit, neuron = bank.follow_through[layer]
+        if neuron in taken(model, layer):
+            continue
+        for name, (a, b) in gated.neuron_factors(unit, neuron, *mlp_weights(model, layer)).items():
+            parts[f"model.layers.{layer}.mlp.{name}"] = (mx.array(a), mx.array(b))
+    return parts
