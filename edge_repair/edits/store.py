@@ -58,7 +58,7 @@ def record_edit(patient, edit: LowRankEdit, probes: list[str] | None = None,
     home = home_dir()
     base = fingerprint(patient.path, home)
     shapes = module_shapes(patient.model)
-    _check_shapes(edit.factors, shapes)
+    _check_shapes(stack([edit.factors, edit.shared]), shapes)
     key = load_key(home) if probes else None
     with home_lock(home):
         ledger = read_ledger(home)
