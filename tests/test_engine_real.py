@@ -37,19 +37,22 @@ def test_failed_verification_leaves_model_unchanged(default_patient, engine_home
     assert greedy_replies(default_patient, ["What is the capital of Japan?"], 12) == before
 
 
-def test_stacked_forgets_of_similar_facts_each_verify_and_keep_a_control(default_patient, engine_home):
-    # Two capitals in a row: the second edit must still find (and remove) the real answer, and
-    # neither edit's units may spill onto a third capital.
+def test_stacked_forgets_of_similar_facts_never_spill_onto_a_third(default_patient, engine_home):
+    # Two capitals in a row: the second edit must still find the real answer, and together the two
+    # must not blur a third capital. Measured: they would (11 of 13 other capitals refused), so the
+    # neighbour check declines the second; a declined edit leaves nothing behind.
     facts = {f["id"]: f for f in datasets.facts()}
     first, second, control = facts["capital-germany"], facts["capital-egypt"], facts["capital-japan"]
     try:
+        results = []
         for fact in (first, second):
             request = ForgetRequest(prompt=fact["question"], paraphrases=fact["paraphrases"], subject=fact["subject"])
-            result = forget(default_patient, request, datasets.retain_prompts())
-            assert result.verification.verified, (fact["id"], result.edit.info)
-            assert bool(result.edit.shared) == (fact is first)  # the follow-through is added once
+            results.append(forget(default_patient, request, datasets.retain_prompts()))
+        assert results[0].verification.verified, results[0].edit.info
+        assert results[0].edit.shared and not results[1].edit.shared  # the follow-through is added once
         replies = greedy_replies(default_patient, [first["question"], second["question"], control["question"]], 20)
-        assert not mentions(replies[0], [first["answer"]]) and not mentions(replies[1], [second["answer"]]), replies
+        assert not mentions(replies[0], [first["answer"]]), replies[0]
+        assert mentions(replies[1], [second["answer"]]) != results[1].verification.verified, replies[1]
         assert mentions(replies[2], [control["answer"]]), replies[2]
     finally:
         set_factors(default_patient.model, {})
