@@ -229,15 +229,14 @@ def test_gated_unit_value_is_the_least_squares_fit_of_per_row_targets():
 
 def test_follow_through_is_added_only_where_the_model_lacks_it(tiny_model_dir, tmp_path):
     from edge_repair.engine import follow_through
-    from edge_repair.engine.forget import _taken_neurons
-    from edge_repair.engine.lowrank import set_factors
+    from edge_repair.engine.lowrank import rewritten_neurons, set_factors
     from edge_repair.engine.negatives import load_or_build
 
     patient = load_patient(str(tiny_model_dir), compute="f32")
     bank = load_or_build(patient, ["hello there", "what is up"], [1, 2], home=tmp_path)
-    first = follow_through.missing_factors(patient.model, bank, [1, 2], _taken_neurons)
+    first = follow_through.missing_factors(patient.model, bank, [1, 2])
     assert sorted(first) == [f"model.layers.{l}.mlp.{m}" for l in (1, 2) for m in ("down_proj", "gate_proj", "up_proj")]
     set_factors(patient.model, {k: v for k, v in first.items() if ".1." in k})
-    assert sorted(follow_through.missing_factors(patient.model, bank, [1, 2], _taken_neurons)) == \
+    assert sorted(follow_through.missing_factors(patient.model, bank, [1, 2])) == \
         [k for k in sorted(first) if ".2." in k]
-    assert follow_through.neurons(bank, 1) <= _taken_neurons(patient.model, 1)
+    assert follow_through.neurons(bank, 1) <= rewritten_neurons(patient.model, 1)

@@ -16,7 +16,7 @@ import numpy as np
 from edge_repair import datasets
 from edge_repair.engine import gated
 from edge_repair.engine.capture import capture
-from edge_repair.engine.lowrank import mlp_weights
+from edge_repair.engine.lowrank import mlp_weights, rewritten_neurons
 from edge_repair.engine.probes import REFUSAL, refusal_context
 from edge_repair.engine.verify import chat_tokens, reply_tokens
 
@@ -51,17 +51,17 @@ def neurons(bank, layer: int) -> set[int]:
     return {bank.follow_through[layer][1]} if layer in bank.follow_through else set()
 
 
-def missing_factors(model, bank, layers: list[int], taken) -> dict:
+def missing_factors(model, bank, layers: list[int]) -> dict:
     """Factors of the follow-through units at `layers` that the model does not compute yet.
 
-    `taken(model, layer)`: the neurons already rewritten there; the follow-through's neuron is
-    never given to an edit, so it is taken exactly when the follow-through is active."""
+    The follow-through's neuron is never given to an edit, so it is rewritten exactly when the
+    follow-through is active."""
     parts = {}
     for layer in layers:
         if layer not in bank.follow_through:
             continue
         unit, neuron = bank.follow_through[layer]
-        if neuron in taken(model, layer):
+        if neuron in rewritten_neurons(model, layer):
             continue
         for name, (a, b) in gated.neuron_factors(unit, neuron, *mlp_weights(model, layer)).items():
             parts[f"model.layers.{layer}.mlp.{name}"] = (mx.array(a), mx.array(b))

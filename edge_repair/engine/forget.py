@@ -18,7 +18,8 @@ import numpy as np
 from edge_repair import datasets
 from edge_repair.engine import follow_through, gated, literal
 from edge_repair.engine.capture import capture
-from edge_repair.engine.lowrank import LowRankEdit, base_model, current_factors, mlp_weights, set_factors, stack
+from edge_repair.engine.lowrank import (LowRankEdit, base_model, current_factors, mlp_weights, rewritten_neurons,
+                                        set_factors, stack)
 from edge_repair.engine.negatives import CHECK_TOKENS, NegativeBank, load_or_build
 from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.solve import constant_direction
@@ -118,14 +119,6 @@ def band(num_layers: int, layers: str | list[int]) -> list[int]:
     return chosen
 
 
-def _taken_neurons(model, layer: int) -> set[int]:
-    """Neurons already rewritten by earlier edits (their one-hot rows in gate_proj's b)."""
-    factors = current_factors(model).get(f"model.layers.{layer}.mlp.gate_proj")
-    if factors is None:
-        return set()
-    return {int(j) for j in np.flatnonzero(np.abs(np.array(factors[1])).sum(axis=0))}
-
-
 def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeBank, layers: list[int],
                config: "EngineConfig", excluded: list[int] = (), scope: str = "fact"):
     """One gated answer unit per layer (see gated.py); returns strength -> factors (the solve is done once).
@@ -158,7 +151,7 @@ def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeB
         blind = X_ref - X if config.blind else None
         unit = gated.gated_unit(np.concatenate([X, X_ref]), X_near, step, lam=config.ridge, bank_rows=bank_rows,
                                 bank_gram=bank_gram, bias=bias, threshold=config.threshold, blind=blind)
-        taken = _taken_neurons(patient.model, layer) | follow_through.neurons(bank, layer)
+        taken = rewritten_neurons(patient.model, layer) | follow_through.neurons(bank, layer)
         neuron = gated.least_used_neuron(bank.neuron_use[layer], taken)
         units.append((layer, unit, neuron, mlp_weights(patient.model, layer)))
 
@@ -225,7 +218,7 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     strength, tries, best, history = request.strength, 0, None, []
     prepared = time.perf_counter()
     solved = _solver(patient, request, prompts, negatives, layers, config, bank, about)
-    shared = (follow_through.missing_factors(patient.model, bank, layers, _taken_neurons)
+    shared = (follow_through.missing_factors(patient.model, bank, layers)
               if request.method == "stamp-gated" else {})
     solve_seconds = time.perf_counter() - prepared
     while tries < config.max_tries:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 from mlx.utils import tree_unflatten
 from mlx_lm.tuner.lora import LoRALinear
 
@@ -75,8 +76,6 @@ def current_factors(model: nn.Module) -> Factors:
 
 def mlp_weights(model: nn.Module, layer: int):
     """Base gate, up, down weights of one MLP as float32 numpy arrays (dequantized if needed)."""
-    import numpy as np
-
     mlp = model.layers[layer].mlp
     out = []
     for name in ("gate_proj", "up_proj", "down_proj"):
@@ -86,6 +85,14 @@ def mlp_weights(model: nn.Module, layer: int):
             w = mx.dequantize(w, linear.scales, linear.biases, linear.group_size, linear.bits)
         out.append(np.array(w.astype(mx.float32)))
     return tuple(out)
+
+
+def rewritten_neurons(model: nn.Module, layer: int) -> set[int]:
+    """Neurons of `layer` that active gated units have rewritten (their one-hot rows in gate_proj's b)."""
+    factors = current_factors(model).get(f"model.layers.{layer}.mlp.gate_proj")
+    if factors is None:
+        return set()
+    return {int(j) for j in np.flatnonzero(np.abs(np.array(factors[1])).sum(axis=0))}
 
 
 @contextmanager
