@@ -39,11 +39,11 @@ def apply_active_edits(patient) -> list[str]:
     home = home_dir()
     base = fingerprint(patient.path, home)
     with home_lock(home, shared=True):
-        entries = edits_for(read_ledger(home), base)
-        stacked = stack([_load_factors(home, e) for e in entries])
+        ledger = read_ledger(home)
+        stacked = stack([_load_factors(home, e) for e in edits_for(ledger, base)])
     _check_shapes(stacked, module_shapes(patient.model))
     set_factors(patient.model, stacked)
-    return [e["id"] for e in entries if e.get("kind") != SHARED]
+    return [e["id"] for e in user_edits(ledger, base)]
 
 
 def record_edit(patient, edit: LowRankEdit, probes: list[str] | None = None,
