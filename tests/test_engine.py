@@ -240,3 +240,32 @@ def test_follow_through_is_added_only_where_the_model_lacks_it(tiny_model_dir, t
     assert sorted(follow_through.missing_factors(patient.model, bank, [1, 2])) == \
         [k for k in sorted(first) if ".2." in k]
     assert follow_through.neurons(bank, 1) <= rewritten_neurons(patient.model, 1)
+
+
+def test_a_failed_try_adapts_rank_for_drift_and_strength_for_a_weak_unit():
+    from edge_repair.engine.forget import _adapted
+
+    assert _adapted(1.0, 1, [True, True], can_grow=True) == (1.0, 2)    # replies changed, then drifted back
+    assert _adapted(1.0, 1, [False], can_grow=True) == (1.5, 1)         # replies start as before: too weak
+    assert _adapted(1.0, 1, [True, False], can_grow=True) == (1.5, 2)   # both
+    assert _adapted(1.0, 2, [True], can_grow=True) == (1.5, 2)          # a continuation unit is already there
+    assert _adapted(1.0, 1, [True], can_grow=False) == (1.5, 1)         # the literal methods have no rank to add
+    assert _adapted(1.0, 1, [], can_grow=True) == (0.7, 1)              # nothing leaked: too broad, back off
+
+
+def test_rank_two_adds_a_continuation_unit_on_its_own_neuron(tiny_model_dir, tmp_path):
+    from edge_repair.engine import follow_through
+    from edge_repair.engine.forget import EngineConfig, gated_edit
+    from edge_repair.engine.negatives import load_or_build
+
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    bank = load_or_build(patient, ["hello there", "what is up", "tell me a story"], [1, 2], home=tmp_path)
+    solved = gated_edit(patient, ["What is the capital of France?", "France's capital?"], "France", bank, [1, 2],
+                        EngineConfig(near_misses=2))
+    one, two = solved(1.0), solved(1.0, 2)
+    assert {a.shape[1] for a, _ in one.values()} == {1} and {a.shape[1] for a, _ in two.values()} == {2}
+    for layer in (1, 2):
+        gate = f"model.layers.{layer}.mlp.gate_proj"
+        assert np.allclose(np.array(two[gate][0][:, :1]), np.array(one[gate][0]))  # the answer unit is kept as is
+        neurons = set(np.flatnonzero(np.array(two[gate][1]).any(axis=0)).tolist())
+        assert len(neurons) == 2 and not neurons & follow_through.neurons(bank, layer)

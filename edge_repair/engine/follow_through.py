@@ -11,14 +11,12 @@ layer they overwrote cost +5.9 % perplexity on their own (answer units alone: +1
 """
 
 import mlx.core as mx
-import numpy as np
 
 from edge_repair import datasets
-from edge_repair.engine import gated
-from edge_repair.engine.capture import capture
+from edge_repair.engine import gated, units
 from edge_repair.engine.lowrank import mlp_weights, rewritten_neurons
-from edge_repair.engine.probes import REFUSAL, refusal_context
-from edge_repair.engine.verify import chat_tokens, reply_tokens
+from edge_repair.engine.probes import REFUSAL
+from edge_repair.engine.verify import reply_tokens
 
 QUESTIONS = 16  # general questions whose refusals are the unit's positives
 RIDGE = 0.1
@@ -29,21 +27,9 @@ def build(patient, bank, layers: list[int]) -> dict[int, tuple[gated.Unit, int]]
     tok = patient.tokenizer
     every = datasets.general_questions()
     questions = every[:: max(1, len(every) // QUESTIONS)][:QUESTIONS]  # spread over the kinds of question
-    refusal = reply_tokens(tok, REFUSAL)
-    positions = list(range(-len(refusal), 0))
-    keep = {"kinds": ("mlp_in", "resid"), "positions": positions}
-    plain = capture(patient.model, [chat_tokens(tok, q) + refusal for q in questions], layers, **keep)
-    refusing = capture(patient.model, [chat_tokens(tok, q, refusal_context()) + refusal for q in questions], layers, **keep)
-    units, previous_shift = {}, 0.0
-    for layer in layers:
-        X, X_ref = np.array(plain.mlp_in[layer]), np.array(refusing.mlp_in[layer])
-        shift = np.array(refusing.resid[layer]) - np.array(plain.resid[layer])
-        step, previous_shift = shift - previous_shift, shift  # what this layer must add, token by token
-        bank_rows, bank_gram = bank.without([], layer)
-        unit = gated.gated_unit(np.concatenate([X, X_ref]), np.zeros((0, X.shape[1]), X.dtype), step, lam=RIDGE,
-                                bank_rows=bank_rows, bank_gram=bank_gram, blind=X_ref - X)
-        units[layer] = (unit, gated.least_used_neuron(bank.neuron_use[layer], set()))
-    return units
+    captured = units.refusal_captures(patient.model, tok, questions, layers, reply_tokens(tok, REFUSAL))
+    found = units.layer_units(*captured, layers, bank, {l: set() for l in layers}, ridge=RIDGE)
+    return {layer: (unit, neuron) for layer, unit, neuron in found}
 
 
 def neurons(bank, layer: int) -> set[int]:

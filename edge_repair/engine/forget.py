@@ -13,19 +13,16 @@ import time
 from dataclasses import dataclass, field
 
 import mlx.core as mx
-import numpy as np
 
 from edge_repair import datasets
-from edge_repair.engine import follow_through, gated, literal
+from edge_repair.engine import follow_through, gated, literal, units
 from edge_repair.engine.capture import capture
 from edge_repair.engine.lowrank import (LowRankEdit, base_model, current_factors, mlp_weights, rewritten_neurons,
                                         set_factors, stack)
 from edge_repair.engine.negatives import CHECK_TOKENS, NegativeBank, load_or_build
 from edge_repair.engine.quality import token_perplexity
-from edge_repair.engine.solve import constant_direction
-from edge_repair.engine.probes import (answer_terms, near_miss_prompts, neighbour_prompts, probe_prompts,
-                                       refusal_context)
-from edge_repair.engine.verify import chat_tokens, greedy_replies, greedy_tokens, is_refusal, mentions, unchanged
+from edge_repair.engine.probes import REFUSAL, answer_terms, near_miss_prompts, neighbour_prompts, probe_prompts
+from edge_repair.engine.verify import chat_tokens, greedy_tokens, is_refusal, mentions, reply_tokens, unchanged
 from edge_repair.errors import InputError
 
 METHODS = ("stamp-gated", "stamp", "stamp-lr")
@@ -121,46 +118,39 @@ def band(num_layers: int, layers: str | list[int]) -> list[int]:
 
 def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeBank, layers: list[int],
                config: "EngineConfig", excluded: list[int] = (), scope: str = "fact"):
-    """One gated answer unit per layer (see gated.py); returns strength -> factors (the solve is done once).
+    """Gated units per layer (see units.py); returns (strength, rank) -> factors (solves are cached).
 
-    The unit fires at each phrasing's last token, where the answer's first token is decided, and
-    turns it toward a refusal; the shared follow-through (follow_through.py) finishes the refusal.
+    Rank 1: the answer unit fires at each phrasing's last token, where the answer's first token is
+    decided, and turns it toward a refusal; the shared follow-through (follow_through.py) finishes
+    the refusal. Rank 2 adds a continuation unit keyed on a refusal's tokens after this edit's
+    phrasings, for answers learnt so firmly that the reply drifts back to them after "I'm"
+    (measured: fine-tuned personal profiles, at every strength). It is built only when needed.
     `excluded`: bank prompts left out of the negatives (they are about the forget subject).
     """
-    tok = patient.tokenizer
+    tok, model = patient.tokenizer, patient.model
     near = near_miss_prompts(prompts, subject, config.near_misses, keep_subject=scope == "fact")
     # Designed against the base model, like the bank: earlier edits' units must not leak into
     # this edit's keys and targets (stacked units would then chase each other).
-    with base_model(patient.model):
-        keep = {"kinds": ("mlp_in", "resid"), "positions": [-1]}
-        plain = capture(patient.model, [chat_tokens(tok, p) for p in prompts], layers, **keep)
-        refusing = capture(patient.model, [chat_tokens(tok, p, refusal_context()) for p in prompts], layers, **keep)
-        near_acts = capture(patient.model, [chat_tokens(tok, p) for p in near], layers, batch_size=16,
-                            kinds=("mlp_in",), positions=[-1])
-    units, previous_shift = [], 0.0
-    for layer in layers:
-        X, X_ref, X_near = (np.array(a.mlp_in[layer]) for a in (plain, refusing, near_acts))
-        shift = np.array(refusing.resid[layer]) - np.array(plain.resid[layer])
-        step, previous_shift = shift - previous_shift, shift  # what this layer must add, row by row
-        bank_rows, bank_gram = bank.without(list(excluded), layer)
-        bias = constant_direction(bank_gram, bank_rows.sum(axis=0)) if config.threshold else None
-        # Key on both the plain and the refusal-context activations: once earlier layers have
-        # moved the residual toward refusal, this layer must still recognise the question.
-        # Blind to how a refusal moves this layer's input: otherwise a unit learns "about to refuse"
-        # and fires again on every similar question another edit is already refusing (overshoot).
-        blind = X_ref - X if config.blind else None
-        unit = gated.gated_unit(np.concatenate([X, X_ref]), X_near, step, lam=config.ridge, bank_rows=bank_rows,
-                                bank_gram=bank_gram, bias=bias, threshold=config.threshold, blind=blind)
-        taken = rewritten_neurons(patient.model, layer) | follow_through.neurons(bank, layer)
-        neuron = gated.least_used_neuron(bank.neuron_use[layer], taken)
-        units.append((layer, unit, neuron, mlp_weights(patient.model, layer)))
+    with base_model(model):
+        answer = units.refusal_captures(model, tok, prompts, layers)
+        X_near = capture(model, [chat_tokens(tok, p) for p in near], layers, batch_size=16,
+                         kinds=("mlp_in",), positions=[-1]).mlp_in
+    taken = {l: rewritten_neurons(model, l) | follow_through.neurons(bank, l) for l in layers}
+    solve = {"bank": bank, "taken": taken, "near": X_near, "excluded": excluded, "ridge": config.ridge,
+             "blind": config.blind, "threshold": config.threshold}
+    weights = {l: mlp_weights(model, l) for l in layers}
+    by_rank = {1: units.layer_units(*answer, layers, **solve)}
 
-    def factors(strength: float) -> dict:
+    def factors(strength: float, rank: int = 1) -> dict:
+        if rank not in by_rank:
+            with base_model(model):
+                continuation = units.refusal_captures(model, tok, prompts, layers, reply_tokens(tok, REFUSAL))
+            by_rank[rank] = by_rank[1] + units.layer_units(*continuation, layers, **solve)
         parts = []
-        for layer, unit, neuron, weights in units:
+        for layer, unit, neuron in by_rank[rank]:
             scaled = gated.Unit(unit.gate, unit.up, unit.down * strength, unit.margin)
             parts.append({f"model.layers.{layer}.mlp.{name}": (mx.array(a), mx.array(b))
-                          for name, (a, b) in gated.neuron_factors(scaled, neuron, *weights).items()})
+                          for name, (a, b) in gated.neuron_factors(scaled, neuron, *weights[layer]).items()})
         return stack(parts)
 
     return factors
@@ -202,12 +192,14 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     prompts = probe_prompts(request.prompt, request.paraphrases)
     before = current_factors(patient.model)
     neighbours = neighbour_prompts(request.prompt, request.subject)
-    # Neighbours are compared on their first CHECK_TOKENS tokens; the forget prompt's own reply is
-    # needed in full only when the caller did not say what to forget.
-    asked = ([] if request.response else [(request.prompt, config.verify_tokens)]) + [(p, CHECK_TOKENS) for p in neighbours]
-    replies = _base_replies(patient, [p for p, _ in asked], [n for _, n in asked])
-    response = request.response or patient.tokenizer.decode(replies[0]).strip()
-    neighbour_replies = replies[len(asked) - len(neighbours):]
+    # One batch of base answers: the forget prompt's in full only when the caller did not say what
+    # to forget, each phrasing's first token (does an edit change how replies start?), and the
+    # neighbours' first CHECK_TOKENS tokens.
+    asked = [(p, config.verify_tokens if i == 0 and not request.response else 1) for i, p in enumerate(prompts)]
+    asked += [(p, CHECK_TOKENS) for p in neighbours]
+    base = _base_replies(patient, [p for p, _ in asked], [n for _, n in asked])
+    response = request.response or patient.tokenizer.decode(base[0]).strip()
+    openings, neighbour_replies = [r[:1] for r in base[:len(prompts)]], base[len(prompts):]
     terms = answer_terms(request.prompt, response)
     negatives, checks = retain_split(retain_prompts, config)
     about = [i for i, p in enumerate(negatives) if _mentions_any(p, terms, request.subject)]
@@ -215,7 +207,7 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     kept_checks = [(p, r) for p, r in zip(checks, bank.check_replies) if not _mentions_any(p, terms, request.subject)]
     retain_checks = [p for p, _ in kept_checks][: config.retain_probes]
     baseline = [r for _, r in kept_checks][: config.retain_probes]
-    strength, tries, best, history = request.strength, 0, None, []
+    strength, rank, tries, best, history = request.strength, 1, 0, None, []
     prepared = time.perf_counter()
     solved = _solver(patient, request, prompts, negatives, layers, config, bank, about)
     shared = (follow_through.missing_factors(patient.model, bank, layers)
@@ -223,20 +215,22 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     solve_seconds = time.perf_counter() - prepared
     while tries < config.max_tries:
         tries += 1
-        new = solved(strength)
+        new = solved(strength, rank)
         set_factors(patient.model, stack([before, shared, new]))
-        replies = greedy_replies(patient, prompts, config.verify_tokens)
+        tokens = greedy_tokens(patient, prompts, config.verify_tokens)
+        replies = [patient.tokenizer.decode(t).strip() for t in tokens]
         kept = unchanged(patient, retain_checks, baseline)
         near_kept = unchanged(patient, neighbours, neighbour_replies) if neighbours else []
         check = Verification(sum(not mentions(r, terms) for r in replies), len(prompts), sum(kept), len(kept),
                              sum(is_refusal(r) for r in replies), _perplexity_change(patient, bank),
                              sum(near_kept), len(near_kept))
         best = (new, check, replies)
-        history.append((round(strength, 3), check.forgotten, check.retained, check.neighbours_kept))
+        history.append((round(strength, 3), rank, check.forgotten, check.retained, check.neighbours_kept))
         if check.verified:
             break
-        # Too weak: push harder; too broad: back off. Each try is one more closed-form solve.
-        strength = strength * 1.5 if check.forgotten < check.forget_probes else strength * 0.7
+        failed = [i for i, r in enumerate(replies) if mentions(r, terms)]
+        strength, rank = _adapted(strength, rank, [tokens[i][:1] != openings[i] for i in failed],
+                                  request.method == "stamp-gated")
     new, check, replies = best
     if not check.verified:
         set_factors(patient.model, before)
@@ -246,13 +240,25 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     return ForgetResult(LowRankEdit(new, info, shared), check, time.perf_counter() - start, tries, replies)
 
 
+def _adapted(strength: float, rank: int, drifted: list[bool], can_grow: bool) -> tuple[float, int]:
+    """The next try's (strength, rank) after a failed check; `drifted`: per phrasing that still
+    gave the answer, whether its reply now starts differently (the answer unit fired, the reply
+    drifted back to the answer later) — a continuation unit's job. A reply that starts as before
+    needs a stronger unit. No phrasing failed: the edit was too broad, so back off."""
+    if not drifted:
+        return strength * 0.7, rank
+    grow = can_grow and rank == 1 and any(drifted)
+    return (strength if grow and all(drifted) else strength * 1.5), (2 if grow else rank)
+
+
 def _solver(patient, request, prompts, negatives, layers, config, bank, about):
-    """strength -> factors for the requested method; the expensive capture happens once."""
+    """(strength, rank) -> factors for the requested method; the expensive capture happens once."""
     if request.method == "stamp-gated":
         return gated_edit(patient, prompts, request.subject, bank, layers, config, about, request.scope)
     layer = layers[len(layers) // 2] if request.layers == "auto" else layers[0]
     rank = (request.rank or 64) if request.method == "stamp-lr" else None
-    return literal.stamp_edit(patient, prompts, negatives[: config.negatives], layer, rank=rank)
+    solve = literal.stamp_edit(patient, prompts, negatives[: config.negatives], layer, rank=rank)
+    return lambda strength, _rank=1: solve(strength)
 
 
 def _perplexity_change(patient, bank: NegativeBank) -> float:

@@ -26,7 +26,7 @@ class Unit:
 
 
 def silu(z: np.ndarray) -> np.ndarray:
-    return z / (1.0 + np.exp(-z))
+    return z * 0.5 * (1.0 + np.tanh(0.5 * z))  # z·sigmoid(z), without exp overflow for large |z|
 
 
 def key_classifier(positives: np.ndarray, negatives: np.ndarray, lam: float, bank_rows: np.ndarray | None = None,

@@ -1,0 +1,54 @@
+"""Gated units from captured activations, one per layer: keyed on chosen positions, valued by the
+residual shift a refusal context produces there.
+
+Shared by an edit's answer and continuation units (forget.py) and the follow-through
+(follow_through.py); the per-unit math is gated.py's.
+"""
+
+import numpy as np
+
+from edge_repair.engine import gated
+from edge_repair.engine.capture import Activations, capture
+from edge_repair.engine.probes import refusal_context
+from edge_repair.engine.solve import constant_direction
+from edge_repair.engine.verify import chat_tokens
+
+
+def refusal_captures(model, tokenizer, prompts: list[str], layers: list[int],
+                     suffix: list[int] = ()) -> tuple[Activations, Activations]:
+    """MLP inputs and residuals at each prompt's last token (with `suffix`: at each suffix token
+    after it), asked plainly and after the refusal context; row i means the same token in both."""
+    keep = {"kinds": ("mlp_in", "resid"), "positions": list(range(-max(len(suffix), 1), 0))}
+    plain = capture(model, [chat_tokens(tokenizer, p) + list(suffix) for p in prompts], layers, **keep)
+    refusing = capture(model, [chat_tokens(tokenizer, p, refusal_context()) + list(suffix) for p in prompts],
+                       layers, **keep)
+    return plain, refusing
+
+
+def layer_units(plain: Activations, refusing: Activations, layers: list[int], bank, taken: dict[int, set],
+                near: dict | None = None, excluded: list[int] = (), ridge: float = 0.1, blind: bool = True,
+                threshold: float = 0.0) -> list[tuple[int, gated.Unit, int]]:
+    """(layer, unit, neuron) per layer; the neuron is the least used one not in `taken` (marked taken).
+
+    Each layer's unit adds what the layers below have not: the shift's increment. `near`: layer ->
+    near-miss rows (negatives beside the bank's); `excluded`: bank prompts left out of the negatives.
+    """
+    units, previous_shift = [], 0.0
+    for layer in layers:
+        X, X_ref = np.array(plain.mlp_in[layer]), np.array(refusing.mlp_in[layer])
+        shift = np.array(refusing.resid[layer]) - np.array(plain.resid[layer])
+        step, previous_shift = shift - previous_shift, shift
+        bank_rows, bank_gram = bank.without(list(excluded), layer)
+        bias = constant_direction(bank_gram, bank_rows.sum(axis=0)) if threshold else None
+        negatives = np.array(near[layer]) if near else np.zeros((0, X.shape[1]), X.dtype)
+        # Key on both the plain and the refusal-context activations: once earlier layers have
+        # moved the residual toward refusal, this layer must still recognise the input.
+        # Blind to how a refusal moves this layer's input: otherwise a unit learns "about to refuse"
+        # and fires again on every similar question another edit is already refusing (overshoot).
+        unit = gated.gated_unit(np.concatenate([X, X_ref]), negatives, step, lam=ridge, bank_rows=bank_rows,
+                                bank_gram=bank_gram, bias=bias, threshold=threshold,
+                                blind=X_ref - X if blind else None)
+        neuron = gated.least_used_neuron(bank.neuron_use[layer], taken[layer])
+        taken[layer].add(neuron)
+        units.append((layer, unit, neuron))
+    return units
