@@ -269,3 +269,23 @@ def test_rank_two_adds_a_continuation_unit_on_its_own_neuron(tiny_model_dir, tmp
         assert np.allclose(np.array(two[gate][0][:, :1]), np.array(one[gate][0]))  # the answer unit is kept as is
         neurons = set(np.flatnonzero(np.array(two[gate][1]).any(axis=0)).tolist())
         assert len(neurons) == 2 and not neurons & follow_through.neurons(bank, layer)
+
+
+def test_replayed_checks_match_running_every_block(tiny_model_dir, tmp_path):
+    """Verification from the stored residuals gives the same verdicts and perplexity as the full model."""
+    from edge_repair.engine.forget import _perplexity_change, _replay_layer
+    from edge_repair.engine.negatives import load_or_build
+    from edge_repair.engine.verify import unchanged
+
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    checks = ["how are you", "name a colour", "what is two plus two"]
+    bank = load_or_build(patient, ["hello there", "what is up"], [1, 2], checks, home=tmp_path)
+    assert bank.replay_layer == 1 and len(bank.check_hidden) == 3 and _replay_layer(patient.model, bank) == 1
+    replies = [list(r) for r in bank.check_replies]
+    replies[1][0] = (replies[1][0] + 1) % 100  # one reply the model would not give
+    replay = (1, bank.check_hidden)
+    assert unchanged(patient, checks, replies, replay=replay) == unchanged(patient, checks, replies) == [True, False, True]
+    assert abs(_perplexity_change(patient, bank, 1)) < 1e-3 and _perplexity_change(patient, bank) == 0.0
+    # an edit below the replay layer makes the stored residuals stale: no replay then
+    set_factors(patient.model, {"model.layers.0.mlp.down_proj": (mx.zeros((128, 1)), mx.zeros((1, 64)))})
+    assert _replay_layer(patient.model, bank) is None

@@ -7,6 +7,8 @@ the real tokens cannot change them. A prefix every prompt shares (the chat templ
 turn is ~3/4 of a short question) is run once and its KV cache reused by every batch.
 """
 
+import itertools
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -32,12 +34,12 @@ class _MLPTap(nn.Module):
         return out
 
 
-class _BlockTap(nn.Module):
-    """Records the residual stream after one transformer block; stops after the deepest."""
+class _BlockWrapper(nn.Module):
+    """Stands in for a transformer block; unknown attributes are the block's."""
 
-    def __init__(self, block, record: dict, index: int, last: bool):
+    def __init__(self, block):
         super().__init__()
-        self.block, self._record, self._index, self._last = block, record, index, last
+        self.block = block
 
     def __getattr__(self, name):
         # Architectures read per-layer attributes (e.g. `use_sliding`) while looping over layers.
@@ -47,6 +49,14 @@ class _BlockTap(nn.Module):
             if "block" not in self:
                 raise
             return getattr(self["block"], name)
+
+
+class _BlockTap(_BlockWrapper):
+    """Records the residual stream after one transformer block; stops after the deepest."""
+
+    def __init__(self, block, record: dict, index: int, last: bool):
+        super().__init__(block)
+        self._record, self._index, self._last = record, index, last
 
     def __call__(self, *args, **kwargs):
         h = self.block(*args, **kwargs)
@@ -182,3 +192,62 @@ def _run_tapped(model: nn.Module, tokens: mx.array, layers: list[int], cache: li
                 original.mlp = original.mlp.mlp
     mx.eval(record)
     return record
+
+
+class _Replay(_BlockWrapper):
+    """A block below the replayed layer: returns the stored residual (or passes its input on)."""
+
+    def __init__(self, block, hidden: mx.array | None):
+        super().__init__(block)
+        self._hidden = hidden
+
+    def __call__(self, x, *args, **kwargs):
+        return x if self._hidden is None else self._hidden.astype(x.dtype)
+
+
+def residuals(model: nn.Module, token_lists: list[list[int]], layer: int) -> list[mx.array]:
+    """Per token list: the residual stream entering block `layer` (layer ≥ 1) at every token."""
+    acts = capture(model, token_lists, [layer - 1], kinds=("resid",))
+    bounds = [0] + list(itertools.accumulate(acts.lengths))
+    return [acts.resid[layer - 1][a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def replayed_logits(model: nn.Module, layer: int, hidden: list[mx.array]) -> mx.array:
+    """Logits of right-padded sequences from their residuals entering block `layer`: the blocks
+    below are not run again. Exact as long as nothing below `layer` differs from when the
+    residuals were captured (edits confined to the upper layers)."""
+    width = max(len(h) for h in hidden)
+    batch = mx.stack([mx.pad(h, [(0, width - len(h)), (0, 0)]) for h in hidden])
+    blocks = model.layers
+    originals = blocks[:layer]
+    try:
+        for i in range(layer):
+            blocks[i] = _Replay(originals[i], batch if i == layer - 1 else None)
+        return model(mx.zeros(batch.shape[:2], mx.int32))
+    finally:
+        for i in range(layer):
+            blocks[i] = originals[i]
+
+
+class _Gather(_BlockWrapper):
+    """The last block, keeping only some positions per row: the final norm and the output head
+    (49k×576 on the default model, as costly as a third of the blocks) then run on those alone."""
+
+    def __init__(self, block, positions: mx.array):
+        super().__init__(block)
+        self._positions = positions
+
+    def __call__(self, *args, **kwargs):
+        return mx.take_along_axis(self.block(*args, **kwargs), self._positions[..., None], axis=1)
+
+
+@contextmanager
+def logits_only_at(model: nn.Module, positions: mx.array):
+    """Inside, the model's logits are computed only at `positions` (batch, k) of each row."""
+    blocks = model.layers
+    last = blocks[-1]
+    blocks[-1] = _Gather(last, positions)
+    try:
+        yield model
+    finally:
+        blocks[-1] = last

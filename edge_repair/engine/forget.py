@@ -4,7 +4,8 @@ Default method "stamp-gated" (see gated.py): a gated unit per layer of a band ne
 the network, keyed on the forget prompt's last position (where the answer's first token is
 decided), valued by the residual shift a refusal context produces there, designed against the
 base model and verified against the base model's answers; the shared follow-through
-(follow_through.py) finishes the refusal it starts.
+(follow_through.py) finishes the refusal it starts. When a reply starts differently but drifts
+back to the answer, the next try adds a continuation unit per layer (rank 2).
 "stamp" and "stamp-lr" are the paper's literal recipe (steering vector r_SV, Eq. 4, added to the
 MLP output at one layer, solved by Eq. 8–9 or 10–11) kept for comparison in the benchmarks.
 """
@@ -17,8 +18,8 @@ import mlx.core as mx
 from edge_repair import datasets
 from edge_repair.engine import follow_through, gated, literal, units
 from edge_repair.engine.capture import capture
-from edge_repair.engine.lowrank import (LowRankEdit, base_model, current_factors, mlp_weights, rewritten_neurons,
-                                        set_factors, stack)
+from edge_repair.engine.lowrank import (LowRankEdit, base_model, current_factors, edited_layers, mlp_weights,
+                                        rewritten_neurons, set_factors, stack)
 from edge_repair.engine.negatives import CHECK_TOKENS, NegativeBank, load_or_build
 from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.probes import REFUSAL, answer_terms, near_miss_prompts, neighbour_prompts, probe_prompts
@@ -204,9 +205,9 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     negatives, checks = retain_split(retain_prompts, config)
     about = [i for i, p in enumerate(negatives) if _mentions_any(p, terms, request.subject)]
     # Checked prompts are held out from the negatives; their reference is the base model's reply.
-    kept_checks = [(p, r) for p, r in zip(checks, bank.check_replies) if not _mentions_any(p, terms, request.subject)]
-    retain_checks = [p for p, _ in kept_checks][: config.retain_probes]
-    baseline = [r for _, r in kept_checks][: config.retain_probes]
+    kept_checks = [i for i, p in enumerate(checks[: len(bank.check_replies)])
+                   if not _mentions_any(p, terms, request.subject)][: config.retain_probes]
+    retain_checks, baseline = [checks[i] for i in kept_checks], [bank.check_replies[i] for i in kept_checks]
     strength, rank, tries, best, history = request.strength, 1, 0, None, []
     prepared = time.perf_counter()
     solved = _solver(patient, request, prompts, negatives, layers, config, bank, about)
@@ -219,10 +220,12 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
         set_factors(patient.model, stack([before, shared, new]))
         tokens = greedy_tokens(patient, prompts, config.verify_tokens)
         replies = [patient.tokenizer.decode(t).strip() for t in tokens]
-        kept = unchanged(patient, retain_checks, baseline)
+        replay = _replay_layer(patient.model, bank)
+        kept = unchanged(patient, retain_checks, baseline,
+                         replay=(replay, [bank.check_hidden[i] for i in kept_checks]) if replay else None)
         near_kept = unchanged(patient, neighbours, neighbour_replies) if neighbours else []
         check = Verification(sum(not mentions(r, terms) for r in replies), len(prompts), sum(kept), len(kept),
-                             sum(is_refusal(r) for r in replies), _perplexity_change(patient, bank),
+                             sum(is_refusal(r) for r in replies), _perplexity_change(patient, bank, replay),
                              sum(near_kept), len(near_kept))
         best = (new, check, replies)
         history.append((round(strength, 3), rank, check.forgotten, check.retained, check.neighbours_kept))
@@ -261,10 +264,19 @@ def _solver(patient, request, prompts, negatives, layers, config, bank, about):
     return lambda strength, _rank=1: solve(strength)
 
 
-def _perplexity_change(patient, bank: NegativeBank) -> float:
+def _replay_layer(model, bank: NegativeBank) -> int | None:
+    """The bank's replay layer when no active edit lies below it (verification then runs only the
+    blocks from there up: the stored residuals are still exact); None otherwise."""
+    if not bank.replay_layer or not bank.check_hidden or min(edited_layers(model), default=bank.replay_layer) < bank.replay_layer:
+        return None
+    return bank.replay_layer
+
+
+def _perplexity_change(patient, bank: NegativeBank, replay: int | None = None) -> float:
     if not bank.guard_tokens or not bank.guard_perplexity:
         return 0.0
-    return round(token_perplexity(patient.model, bank.guard_tokens) / bank.guard_perplexity - 1.0, 4)
+    ppl = token_perplexity(patient.model, bank.guard_tokens, replay=(replay, bank.guard_hidden) if replay else None)
+    return round(ppl / bank.guard_perplexity - 1.0, 4)
 
 
 def _base_replies(patient, prompts: list[str], max_tokens: list[int]) -> list[list[int]]:

@@ -74,6 +74,11 @@ def current_factors(model: nn.Module) -> Factors:
     return {path: (m.lora_a, m.lora_b) for path, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 
+def edited_layers(model: nn.Module) -> set[int]:
+    """Indices of the blocks active edits touch (paths look like `model.layers.16.mlp.gate_proj`)."""
+    return {int(path.split(".layers.")[1].split(".")[0]) for path in current_factors(model)}
+
+
 def mlp_weights(model: nn.Module, layer: int):
     """Base gate, up, down weights of one MLP as float32 numpy arrays (dequantized if needed)."""
     mlp = model.layers[layer].mlp

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from edge_repair import datasets
-from edge_repair.engine.capture import capture
+from edge_repair.engine.capture import capture, residuals
 from edge_repair.engine.gated import Unit
 from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.verify import chat_tokens, greedy_tokens, reply_tokens
 
 LABEL = "negative-bank"
-VERSION = "9"  # bump when the cached content changes
+VERSION = "10"  # bump when the cached content changes
 GUARD_PARAGRAPHS = 4  # the last paragraphs of the general text are never negatives: an honest perplexity guard
 GUARD_TOKENS = 64
 CHECK_TOKENS = 8  # reply tokens compared when checking that other answers stay put
@@ -38,6 +38,11 @@ class NegativeBank:
     guard_tokens: list[list[int]] = field(default_factory=list)   # raw text whose perplexity guards an edit
     guard_perplexity: float = 0.0                                 # the base model's perplexity on it
     follow_through: dict = field(default_factory=dict)            # layer -> (Unit, neuron), see follow_through.py
+    # The residual entering the lowest bank layer, per check sequence (prompt + base reply) and per
+    # guard text: edits above it leave these unchanged, so verification runs only the upper blocks.
+    replay_layer: int = 0
+    check_hidden: list[np.ndarray] = field(default_factory=list)
+    guard_hidden: list[np.ndarray] = field(default_factory=list)
 
     def __post_init__(self):
         # Rows stay float16 in memory (half the RSS of a bank); a layer is widened when solved.
@@ -68,6 +73,12 @@ class NegativeBank:
         arrays["guard_lengths"] = np.array([len(t) for t in self.guard_tokens], np.int64)
         arrays["guard"] = np.array([t for r in self.guard_tokens for t in r], np.int64)
         arrays["guard_perplexity"] = np.array(self.guard_perplexity)
+        for name in ("check_hidden", "guard_hidden"):
+            hidden = getattr(self, name)
+            arrays[f"{name}_lengths"] = np.array([len(h) for h in hidden], np.int64)
+            if hidden:
+                arrays[name] = np.concatenate(hidden)
+        arrays["replay_layer"] = np.array(self.replay_layer)
         for l, (unit, neuron) in self.follow_through.items():
             arrays[f"follow{l}"] = np.stack([unit.gate, unit.up, unit.down])
             arrays[f"follow_neuron{l}"] = np.array([neuron, unit.margin])
@@ -80,16 +91,22 @@ class NegativeBank:
             rows = {int(k[4:]): arrays[k] for k in arrays.files if k.startswith("rows")}
             use = {int(k[3:]): arrays[k] for k in arrays.files if k.startswith("use")}
             grams = {int(k[4:]): arrays[k] for k in arrays.files if k.startswith("gram")}
-            bounds = np.r_[0, np.cumsum(arrays["check_lengths"])]
-            checks = [arrays["checks"][a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])]
-            bounds = np.r_[0, np.cumsum(arrays["guard_lengths"])]
-            guard = [arrays["guard"][a:b].tolist() for a, b in zip(bounds[:-1], bounds[1:])]
+            checks = [c.tolist() for c in _split(arrays["checks"], arrays["check_lengths"])]
+            guard = [g.tolist() for g in _split(arrays["guard"], arrays["guard_lengths"])]
             lengths = arrays["lengths"].tolist()
             guard_perplexity = float(arrays["guard_perplexity"])
             follow = {int(k[6:]): (Unit(*arrays[k], float(arrays[f"follow_neuron{k[6:]}"][1])),
                                    int(arrays[f"follow_neuron{k[6:]}"][0]))
                       for k in arrays.files if k.startswith("follow") and not k.startswith("follow_")}
-        return cls(rows, use, lengths, grams, checks, guard, guard_perplexity, follow)
+            hidden = {name: _split(arrays[name], arrays[f"{name}_lengths"]) if name in arrays.files else []
+                      for name in ("check_hidden", "guard_hidden")}
+            replay_layer = int(arrays["replay_layer"])
+        return cls(rows, use, lengths, grams, checks, guard, guard_perplexity, follow, replay_layer, **hidden)
+
+
+def _split(rows: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    bounds = np.r_[0, np.cumsum(lengths)]
+    return [rows[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def build(patient, prompts: list[str], layers: list[int], checks: list[str] = (), reply_length: int = 16) -> NegativeBank:
@@ -114,6 +131,11 @@ def build(patient, prompts: list[str], layers: list[int], checks: list[str] = ()
         bank = NegativeBank(rows, use, [len(t) for t in lists], check_replies=check_replies, guard_tokens=guard,
                             guard_perplexity=guard_perplexity)
         bank.follow_through = follow_through.build(patient, bank, layers)
+        bank.replay_layer = min(layers)
+        if bank.replay_layer:
+            checked = [chat_tokens(patient.tokenizer, c) + r for c, r in zip(checks, check_replies)]
+            bank.check_hidden = [np.array(h) for h in residuals(patient.model, checked, bank.replay_layer)] if checked else []
+            bank.guard_hidden = [np.array(h) for h in residuals(patient.model, guard, bank.replay_layer)]
     return bank
 
 

@@ -11,7 +11,7 @@ import mlx.core as mx
 import numpy as np
 
 from edge_repair.datasets import mentions  # noqa: F401 - the one answer matcher, re-exported for callers
-from edge_repair.engine.capture import pad_batch, prefix_cache, repeat_cache
+from edge_repair.engine.capture import logits_only_at, pad_batch, prefix_cache, repeat_cache, replayed_logits
 
 REFUSAL = re.compile(
     r"\b(i don'?t know|i do not know|i'?m not (sure|certain|able)|i am not (sure|certain|able)|i cannot|i can'?t|"
@@ -56,22 +56,34 @@ def reply_tokens(tokenizer, reply: str) -> list[int]:
     return list(tokenizer.encode(reply, add_special_tokens=False))
 
 
-def unchanged(patient, prompts: list[str], replies: list[list[int]], batch_size: int = 4) -> list[bool]:
+def unchanged(patient, prompts: list[str], replies: list[list[int]], batch_size: int = 8,
+              replay: tuple[int, list] | None = None) -> list[bool]:
     """For each prompt: would greedy decoding still produce exactly `replies[i]` (token ids)?
 
-    Batches stay small: the logits (batch·length·vocab floats) dominate an edit's peak memory."""
+    `replay`: (layer, each prompt + reply's residual entering that layer), valid while every edit
+    lies at or above it; then only the upper blocks run."""
     sequences = [chat_tokens(patient.tokenizer, p) + r for p, r in zip(prompts, replies)]
-    # The shared prefix must stop before the token that predicts each reply's first token.
-    limit = min((len(s) - len(r) - 1 for s, r in zip(sequences, replies)), default=0)
-    n, cache = prefix_cache(patient.model, sequences, limit=limit)
+    n, cache = 0, None
+    if replay is None:
+        # The shared prefix must stop before the token that predicts each reply's first token.
+        limit = min((len(s) - len(r) - 1 for s, r in zip(sequences, replies)), default=0)
+        n, cache = prefix_cache(patient.model, sequences, limit=limit)
     verdicts = []
     for start in range(0, len(sequences), batch_size):
         chunk = [s[n:] for s in sequences[start:start + batch_size]]
-        logits = patient.model(pad_batch(chunk), cache=repeat_cache(cache, len(chunk)) if cache else None)
+        batch = replies[start:start + batch_size]
+        # Only the positions that predict reply tokens: the one before each reply token.
+        width = max(len(r) for r in batch)
+        positions = mx.array([[len(seq) - len(r) - 1 + min(i, len(r) - 1) for i in range(width)]
+                              for seq, r in zip(chunk, batch)])
+        with logits_only_at(patient.model, positions):
+            if replay is None:
+                logits = patient.model(pad_batch(chunk), cache=repeat_cache(cache, len(chunk)) if cache else None)
+            else:
+                hidden = [mx.array(h) for h in replay[1][start:start + batch_size]]
+                logits = replayed_logits(patient.model, replay[0], hidden)
         predicted = np.array(mx.argmax(logits, axis=-1))
-        for row, (seq, reply) in enumerate(zip(chunk, replies[start:start + batch_size])):
-            first = len(seq) - len(reply) - 1  # position whose prediction is reply[0]
-            verdicts.append(bool(np.all(predicted[row, first:first + len(reply)] == np.array(reply))))
+        verdicts += [bool(np.all(predicted[row, :len(r)] == np.array(r))) for row, r in enumerate(batch)]
     return verdicts
 
 
