@@ -1,7 +1,7 @@
 import mlx.core as mx
 
 from edge_repair.engine.capture import capture, shared_prefix
-from edge_repair.engine.verify import greedy_replies, greedy_tokens, reply_tokens, unchanged
+from edge_repair.engine.verify import first_tokens, greedy_replies, greedy_tokens, reply_tokens, unchanged
 from edge_repair.loading import load_patient
 
 
@@ -74,3 +74,9 @@ def test_greedy_tokens_stop_at_each_prompts_own_limit(tiny_model_dir):
     full = greedy_tokens(patient, prompts, 6)
     assert all(t == f[:len(t)] for t, f in zip(tokens, full))  # the same greedy path, cut shorter
     assert greedy_replies(patient, prompts, 6) == [patient.tokenizer.decode(f).strip() for f in full]
+
+
+def test_first_tokens_are_the_first_greedy_tokens(tiny_model_dir):
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    prompts = ["Hello there.", "What is two plus two?", "Name a colour, any colour at all."]
+    assert first_tokens(patient, prompts) == [t[0] for t in greedy_tokens(patient, prompts, 1)]

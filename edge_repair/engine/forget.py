@@ -23,7 +23,8 @@ from edge_repair.engine.lowrank import (LowRankEdit, base_model, current_factors
 from edge_repair.engine.negatives import CHECK_TOKENS, NegativeBank, load_or_build
 from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.probes import REFUSAL, answer_terms, near_miss_prompts, neighbour_prompts, probe_prompts
-from edge_repair.engine.verify import chat_tokens, greedy_tokens, is_refusal, mentions, reply_tokens, unchanged
+from edge_repair.engine.verify import (chat_tokens, first_tokens, greedy_tokens, is_refusal, mentions, reply_tokens,
+                                      unchanged)
 from edge_repair.errors import InputError
 
 METHODS = ("stamp-gated", "stamp", "stamp-lr")
@@ -193,14 +194,14 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     prompts = probe_prompts(request.prompt, request.paraphrases)
     before = current_factors(patient.model)
     neighbours = neighbour_prompts(request.prompt, request.subject)
-    # One batch of base answers: the forget prompt's in full only when the caller did not say what
-    # to forget, each phrasing's first token (does an edit change how replies start?), and the
-    # neighbours' first CHECK_TOKENS tokens.
-    asked = [(p, config.verify_tokens if i == 0 and not request.response else 1) for i, p in enumerate(prompts)]
-    asked += [(p, CHECK_TOKENS) for p in neighbours]
+    # Neighbours are compared on their first CHECK_TOKENS tokens; the forget prompt's own reply is
+    # needed in full only when the caller did not say what to forget.
+    asked = ([] if request.response else [(request.prompt, config.verify_tokens)]) + [(p, CHECK_TOKENS) for p in neighbours]
     base = _base_replies(patient, [p for p, _ in asked], [n for _, n in asked])
     response = request.response or patient.tokenizer.decode(base[0]).strip()
-    openings, neighbour_replies = [r[:1] for r in base[:len(prompts)]], base[len(prompts):]
+    neighbour_replies = base[len(asked) - len(neighbours):]
+    with base_model(patient.model):  # how each phrasing's reply starts (does an edit change it?)
+        openings = first_tokens(patient, prompts)
     terms = answer_terms(request.prompt, response)
     negatives, checks = retain_split(retain_prompts, config)
     about = [i for i, p in enumerate(negatives) if _mentions_any(p, terms, request.subject)]
@@ -232,7 +233,7 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
         if check.verified:
             break
         failed = [i for i, r in enumerate(replies) if mentions(r, terms)]
-        strength, rank = _adapted(strength, rank, [tokens[i][:1] != openings[i] for i in failed],
+        strength, rank = _adapted(strength, rank, [tokens[i][:1] != openings[i:i + 1] for i in failed],
                                   request.method == "stamp-gated")
     new, check, replies = best
     if not check.verified:

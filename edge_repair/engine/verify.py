@@ -52,6 +52,17 @@ def greedy_tokens(patient, prompts: list[str], max_tokens: int | list[int] = 16,
     return replies
 
 
+def first_tokens(patient, prompts: list[str]) -> list[int]:
+    """The first token of each prompt's greedy reply, from one forward pass (no generation loop:
+    a generating row costs ~12 MB of batched KV cache)."""
+    lists = [chat_tokens(patient.tokenizer, p) for p in prompts]
+    n, cache = prefix_cache(patient.model, lists)
+    chunk = [t[n:] for t in lists]
+    with logits_only_at(patient.model, mx.array([[len(t) - 1] for t in chunk])):
+        logits = patient.model(pad_batch(chunk), cache=repeat_cache(cache, len(chunk)) if cache else None)
+    return np.array(mx.argmax(logits[:, 0], axis=-1)).tolist()
+
+
 def reply_tokens(tokenizer, reply: str) -> list[int]:
     return list(tokenizer.encode(reply, add_special_tokens=False))
 
