@@ -289,3 +289,17 @@ def test_replayed_checks_match_running_every_block(tiny_model_dir, tmp_path):
     # an edit below the replay layer makes the stored residuals stale: no replay then
     set_factors(patient.model, {"model.layers.0.mlp.down_proj": (mx.zeros((128, 1)), mx.zeros((1, 64)))})
     assert _replay_layer(patient.model, bank) is None
+
+
+def test_a_reworded_neighbour_answer_is_kept_a_refusal_is_not(monkeypatch):
+    from edge_repair.engine import forget
+
+    asked = []
+    monkeypatch.setattr(forget, "unchanged", lambda patient, prompts, replies: [True, False, False, False])
+    monkeypatch.setattr(forget, "greedy_replies", lambda patient, prompts, n: asked.extend(prompts) or
+                        ["La Paz is the capital of Bolivia.", "I'm sorry, I can't say; Accra perhaps."])
+    prompts = ["capital of Iceland?", "capital of Bolivia?", "capital of Ghana?", "capital of Nepal?"]
+    terms = [["Reykjavik"], ["La Paz"], ["Accra"], []]
+    kept = forget._neighbours_kept(None, prompts, [[1, 2]] * 4, terms)
+    assert kept == [True, True, False, False]
+    assert asked == prompts[1:3]  # only changed replies with a known answer are regenerated

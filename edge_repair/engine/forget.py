@@ -23,8 +23,8 @@ from edge_repair.engine.lowrank import (LowRankEdit, base_model, current_factors
 from edge_repair.engine.negatives import CHECK_TOKENS, NegativeBank, load_or_build
 from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.probes import REFUSAL, answer_terms, near_miss_prompts, neighbour_prompts, probe_prompts
-from edge_repair.engine.verify import (chat_tokens, first_tokens, greedy_tokens, is_refusal, mentions, reply_tokens,
-                                      unchanged)
+from edge_repair.engine.verify import (chat_tokens, first_tokens, greedy_replies, greedy_tokens, is_refusal, mentions,
+                                      reply_tokens, unchanged)
 from edge_repair.errors import InputError
 
 METHODS = ("stamp-gated", "stamp", "stamp-lr")
@@ -35,6 +35,7 @@ RETAIN_BAR = 0.75
 # The forget question about held-out other subjects: a single edit already changes ~1–2 of 8 (some
 # of them hallucinated, near-tie answers), stacked similar edits change most; 3/4 must hold.
 NEIGHBOUR_BAR = 0.75
+NEIGHBOUR_TOKENS = 16  # a neighbour's base reply up to its answer ("The capital of Iceland is Reykjavik.")
 # Stacked units can misfire on raw text while chat answers still look fine; such an edit is refused.
 PERPLEXITY_BAR = 0.05
 
@@ -60,7 +61,7 @@ class Verification:
     retain_probes: int
     refused: int            # probes answered with a short refusal
     perplexity_change: float = 0.0  # relative change on guard text the gate never saw (0.02 = +2 %)
-    neighbours_kept: int = 0        # the forget question about held-out other subjects, answer unchanged
+    neighbours_kept: int = 0        # the forget question about held-out other subjects, still answered as before
     neighbour_probes: int = 0
 
     @property
@@ -194,12 +195,13 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     prompts = probe_prompts(request.prompt, request.paraphrases)
     before = current_factors(patient.model)
     neighbours = neighbour_prompts(request.prompt, request.subject)
-    # Neighbours are compared on their first CHECK_TOKENS tokens; the forget prompt's own reply is
-    # needed in full only when the caller did not say what to forget.
-    asked = ([] if request.response else [(request.prompt, config.verify_tokens)]) + [(p, CHECK_TOKENS) for p in neighbours]
+    # Neighbours are compared on their first sentence (NEIGHBOUR_TOKENS tokens); the forget prompt's
+    # own reply is needed in full only when the caller did not say what to forget.
+    asked = ([] if request.response else [(request.prompt, config.verify_tokens)]) + [(p, NEIGHBOUR_TOKENS) for p in neighbours]
     base = _base_replies(patient, [p for p, _ in asked], [n for _, n in asked])
     response = request.response or patient.tokenizer.decode(base[0]).strip()
     neighbour_replies = base[len(asked) - len(neighbours):]
+    neighbour_terms = [answer_terms(p, patient.tokenizer.decode(r)) for p, r in zip(neighbours, neighbour_replies)]
     with base_model(patient.model):  # how each phrasing's reply starts (does an edit change it?)
         openings = first_tokens(patient, prompts)
     terms = answer_terms(request.prompt, response)
@@ -224,7 +226,7 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
         replay = _replay_layer(patient.model, bank)
         kept = unchanged(patient, retain_checks, baseline,
                          replay=(replay, [bank.check_hidden[i] for i in kept_checks]) if replay else None)
-        near_kept = unchanged(patient, neighbours, neighbour_replies) if neighbours else []
+        near_kept = _neighbours_kept(patient, neighbours, neighbour_replies, neighbour_terms)
         check = Verification(sum(not mentions(r, terms) for r in replies), len(prompts), sum(kept), len(kept),
                              sum(is_refusal(r) for r in replies), _perplexity_change(patient, bank, replay),
                              sum(near_kept), len(near_kept))
@@ -242,6 +244,21 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
             "strength": round(strength, 3), "tries": tries, "history": history,
             "solve_seconds": round(solve_seconds, 3), **{k: v for k, v in check.as_dict().items()}}
     return ForgetResult(LowRankEdit(new, info, shared), check, time.perf_counter() - start, tries, replies)
+
+
+def _neighbours_kept(patient, prompts: list[str], replies: list[list[int]], terms: list[list[str]]) -> list[bool]:
+    """Does each held-out neighbour still give its base answer? Yes if its reply's first
+    CHECK_TOKENS tokens are unchanged (one teacher-forced pass); otherwise its regenerated reply
+    must still name the base answer's terms without refusing: a reworded right answer is no damage
+    (measured: 3 of 8 capitals reworded by a Poland edit at any strength), a refusal or another
+    answer is."""
+    if not prompts:
+        return []
+    kept = unchanged(patient, prompts, [r[:CHECK_TOKENS] for r in replies])
+    changed = [i for i, same in enumerate(kept) if not same and terms[i]]
+    for i, reply in zip(changed, greedy_replies(patient, [prompts[i] for i in changed], NEIGHBOUR_TOKENS)):
+        kept[i] = mentions(reply, terms[i]) and not is_refusal(reply)
+    return kept
 
 
 def _adapted(strength: float, rank: int, drifted: list[bool], can_grow: bool) -> tuple[float, int]:
