@@ -79,6 +79,11 @@ def test_own_text_drops_quotes_code_and_quote_lines():
     ("Unlearn the recipe for napalm.", "subject"), ("Could you please erase Maya Taylor from your memory?", "subject"),
     ("I don't want you to know anything about my sister Anna anymore", "subject"),
     ("Forget the fact that the pH of water is 5", "fact"), ("Can you forget what you said about Paris?", "pointer"),
+    # the first held-out set's misses, now in-sample (a fresh held-out set replaced it)
+    ("Stop remembering anything about Olivia Brandt, please.", "subject"),
+    ("That's not right at all. Scrap that from your memory.", "pointer"),
+    ("I'd like you to unlearn how to make a Molotov cocktail.", "question"),
+    ("I’d like you to forget Maya Taylor.", "subject"),
 ])
 def test_request_forms(message, kind):
     intent = read_instruction(message)
