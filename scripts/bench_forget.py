@@ -205,7 +205,8 @@ def sequential(patient, facts, count, retain, config, bank, chat, chat_base, ppl
                                                subject=fact["subject"], layers=layers), retain, config, bank)
         verified += result.verification.verified
         print(json.dumps({"sequential": fact["id"], "verified": result.verification.verified,
-                          "history": result.edit.info["history"]}), file=sys.stderr, flush=True)
+                          "history": result.edit.info["history"], "guard": result.edit.info["perplexity_change"],
+                          "guard_step": result.edit.info["perplexity_step"]}), file=sys.stderr, flush=True)
     rest = [f for f in facts if f not in forgotten]
     kept = facts_kept(patient, rest)
     replies = greedy_replies(patient, [f["question"] for f in forgotten], 24)

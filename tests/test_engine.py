@@ -89,6 +89,14 @@ def test_an_edit_that_changes_its_neighbours_is_not_verified():
     assert "perplexity" in Verification(4, 4, 16, 16, 4, 0.2).reason
 
 
+def test_an_edit_is_judged_on_the_perplexity_it_adds_to_earlier_edits():
+    from edge_repair.engine.forget import PERPLEXITY_BAR, PERPLEXITY_STEP_BAR, Verification
+
+    cheap = Verification(4, 4, 16, 16, 4, PERPLEXITY_BAR, perplexity_step=PERPLEXITY_STEP_BAR)
+    costly = Verification(4, 4, 16, 16, 4, PERPLEXITY_BAR / 2, perplexity_step=PERPLEXITY_STEP_BAR + 0.001)
+    assert cheap.verified and not costly.verified and "this edit alone" in costly.reason
+
+
 def test_least_used_neuron_skips_taken_ones():
     use = np.array([0.5, 0.1, 0.3, 0.2])
     assert gated.least_used_neuron(use, set()) == 1

@@ -38,6 +38,9 @@ NEIGHBOUR_BAR = 0.75
 NEIGHBOUR_TOKENS = 16  # a neighbour's base reply up to its answer ("The capital of Iceland is Reykjavik.")
 # Stacked units can misfire on raw text while chat answers still look fine; such an edit is refused.
 PERPLEXITY_BAR = 0.05
+# What one edit may add on top of the edits before it. Measured: single fact edits add ~0.2 %, but in
+# a stack of 9 one edit (strength 1.5, rank 2) took held-out perplexity from +0.8 % to +5.4 %.
+PERPLEXITY_STEP_BAR = 0.03
 
 
 @dataclass
@@ -63,12 +66,13 @@ class Verification:
     perplexity_change: float = 0.0  # relative change on guard text the gate never saw (0.02 = +2 %)
     neighbours_kept: int = 0        # the forget question about held-out other subjects, still answered as before
     neighbour_probes: int = 0
+    perplexity_step: float = 0.0    # the same change relative to the model before this edit
 
     @property
     def verified(self) -> bool:
         return (self.forgotten == self.forget_probes and self.retained >= RETAIN_BAR * self.retain_probes
                 and self.neighbours_kept >= NEIGHBOUR_BAR * self.neighbour_probes
-                and self.perplexity_change <= PERPLEXITY_BAR)
+                and self.perplexity_change <= PERPLEXITY_BAR and self.perplexity_step <= PERPLEXITY_STEP_BAR)
 
     @property
     def reason(self) -> str | None:
@@ -82,6 +86,8 @@ class Verification:
                     f"{self.neighbour_probes} other subjects changed too (similar earlier edits add up)")
         if self.perplexity_change > PERPLEXITY_BAR:
             return f"perplexity on unseen text rose {100 * self.perplexity_change:.0f} %"
+        if self.perplexity_step > PERPLEXITY_STEP_BAR:
+            return f"this edit alone raised perplexity on unseen text {100 * self.perplexity_step:.1f} %"
         return None
 
     def as_dict(self) -> dict:
@@ -217,6 +223,8 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     shared = (follow_through.missing_factors(patient.model, bank, layers)
               if request.method == "stamp-gated" else {})
     solve_seconds = time.perf_counter() - prepared
+    # Earlier edits' own cost on the guard text: this edit is judged on what it adds.
+    change_before = _perplexity_change(patient, bank, _replay_layer(patient.model, bank)) if before else 0.0
     while tries < config.max_tries:
         tries += 1
         new = solved(strength, rank)
@@ -227,9 +235,10 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
         kept = unchanged(patient, retain_checks, baseline,
                          replay=(replay, [bank.check_hidden[i] for i in kept_checks]) if replay else None)
         near_kept = _neighbours_kept(patient, neighbours, neighbour_replies, neighbour_terms)
+        change = _perplexity_change(patient, bank, replay)
         check = Verification(sum(not mentions(r, terms) for r in replies), len(prompts), sum(kept), len(kept),
-                             sum(is_refusal(r) for r in replies), _perplexity_change(patient, bank, replay),
-                             sum(near_kept), len(near_kept))
+                             sum(is_refusal(r) for r in replies), change, sum(near_kept), len(near_kept),
+                             round((1 + change) / (1 + change_before) - 1, 4))
         best = (new, check, replies)
         history.append((round(strength, 3), rank, check.forgotten, check.retained, check.neighbours_kept))
         if check.verified:
