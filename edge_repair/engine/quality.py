@@ -37,7 +37,6 @@ def token_perplexity(model, token_lists: list[list[int]], batch_size: int = 2,
             logits = model(tokens[:, :-1])
         else:
             logits = replayed_logits(model, replay[0], [mx.array(h[:-1]) for h in replay[1][start:start + batch_size]])
-            logits = logits[:, : tokens.shape[1] - 1]
         losses = nn.losses.cross_entropy(logits.astype(mx.float32), tokens[:, 1:], reduction="none")
         mask = mx.array([[1.0] * (len(t) - 1) + [0.0] * (tokens.shape[1] - len(t)) for t in chunk])
         total += (losses * mask).sum().item()
