@@ -1,6 +1,6 @@
 import mlx.core as mx
 
-from edge_repair.engine.capture import capture, shared_prefix
+from edge_repair.engine.capture import capture, prefix_cache, repeat_cache, shared_prefix
 from edge_repair.engine.verify import first_tokens, greedy_replies, greedy_tokens, reply_tokens, unchanged
 from edge_repair.loading import load_patient
 
@@ -80,3 +80,17 @@ def test_first_tokens_are_the_first_greedy_tokens(tiny_model_dir):
     patient = load_patient(str(tiny_model_dir), compute="f32")
     prompts = ["Hello there.", "What is two plus two?", "Name a colour, any colour at all."]
     assert first_tokens(patient, prompts) == [t[0] for t in greedy_tokens(patient, prompts, 1)]
+
+
+def test_prefix_caches_merge_into_a_batch_cache_that_grows_in_small_steps(tiny_model_dir):
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    head = list(range(3, 15))
+    n, cache = prefix_cache(patient.model, [head + [20], head + [21]])
+    rows = [repeat_cache(cache, 1, step=4)[0] for _ in range(2)]
+    merged = rows[0].merge(rows)
+    new = mx.zeros((2, merged.keys.shape[1], 3, merged.keys.shape[3]))
+    merged.update_and_fetch(new, new)
+    assert merged.keys.shape[2] == n + 4  # one small step, not mlx-lm's 256 positions per row
+    # generating past several steps gives the same tokens as one prompt alone (no shared prefix)
+    prompts = ["hello there", "what is up"]
+    assert greedy_tokens(patient, prompts, 40) == [greedy_tokens(patient, [p], 40)[0] for p in prompts]

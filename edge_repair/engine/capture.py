@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx_lm.models.cache import KVCache, make_prompt_cache
+from mlx_lm.models.cache import BatchKVCache, KVCache, make_prompt_cache
 
 
 class _Stop(Exception):
@@ -159,17 +159,30 @@ def prefix_cache(model: nn.Module, token_lists: list[list[int]], min_prefix: int
 def repeat_cache(cache: list, batch: int, step: int = 32) -> list:
     """The prefix's KV cache, repeated for a batch (layers the prefix run never reached stay empty).
 
-    The copies grow `step` positions at a time: mlx-lm's default of 256 gave every layer a
-    256-position buffer per batch row, most of an edit's peak memory for prompts of ~40 tokens."""
+    The copies, and the batch cache mlx-lm merges them into for generation, grow `step` positions
+    at a time: mlx-lm's default of 256 gave every layer a 256-position buffer per batch row (and a
+    copy of it when growing), most of an edit's peak memory for prompts of ~40 tokens."""
     out = []
     for c in cache:
-        fresh = KVCache()
-        fresh.step = step
+        fresh = _SteppedKVCache(step)
         if c.keys is not None:
             keys, values = c.keys_and_values()
             fresh.state = (mx.repeat(keys, batch, axis=0), mx.repeat(values, batch, axis=0), c.offset)
         out.append(fresh)
     return out
+
+
+class _SteppedKVCache(KVCache):
+    """A KVCache whose growth step, unlike mlx-lm's class-wide 256, survives batch merging."""
+
+    def __init__(self, step: int):
+        super().__init__()
+        self.step = step
+
+    def merge(self, caches):  # mlx-lm merges prompt caches through the first one's `merge`
+        merged = BatchKVCache.merge(caches)
+        merged.step = self.step
+        return merged
 
 
 def _run_tapped(model: nn.Module, tokens: mx.array, layers: list[int], cache: list | None = None) -> dict:
