@@ -52,6 +52,16 @@ def general_text() -> list[str]:
     return [p.strip() for p in _read("general_text.txt").split("\n\n") if p.strip()]
 
 
+def entity_kinds() -> dict[str, list[str]]:
+    """Named things by kind (countries, elements, symbols, works, people, superlatives, …) that stand
+    in for a forget subject; none is a subject of facts() (see engine/substitutes.py)."""
+    return _json("entities.json")
+
+
+def entities() -> list[str]:
+    return [name for names in entity_kinds().values() for name in names]
+
+
 def heldout_text() -> str:
     """Original plain English prose for perplexity."""
     return _read("heldout.txt")

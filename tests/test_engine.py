@@ -5,7 +5,7 @@ import numpy as np
 
 from edge_repair.engine import gated, solve
 from edge_repair.engine.lowrank import set_factors
-from edge_repair.engine.probes import CHECK_SUBSTITUTES, SUBSTITUTES, answer_terms, near_miss_prompts, neighbour_prompts, probe_prompts
+from edge_repair.engine.probes import answer_terms, named_part, near_miss_prompts, neighbour_prompts, probe_prompts
 from edge_repair.loading import load_patient
 
 rng = np.random.default_rng(0)
@@ -66,15 +66,33 @@ def test_neuron_factors_rewrite_exactly_one_neuron(tiny_model_dir):
 def test_probe_helpers():
     assert probe_prompts("Q?", ["Q?", " R? ", ""]) == ["Q?", "R?"]
     assert answer_terms("What is the capital of France?", "The capital of France is Paris.") == ["Paris"]
-    near = near_miss_prompts(["What is the capital of France?"], "France", per_prompt=4)
-    assert len(near) == 4 and all("France" not in q and "capital" in q for q in near)
+    near = near_miss_prompts(["What is the capital of France?"], "France", ["Spain", "France", "Peru", "Chile", "Cuba"],
+                             per_prompt=4)
+    assert near == [f"What is the capital of {o}?" for o in ("Spain", "Peru", "Chile", "Cuba")]
 
 
-def test_neighbour_checks_are_held_out_from_the_near_misses():
-    assert neighbour_prompts("What is the capital of Germany?", "capital of Germany") == [
-        f"What is the capital of {o}?" for o in CHECK_SUBSTITUTES]
-    assert neighbour_prompts("Who wrote it?", "Hamlet") == [] and neighbour_prompts("Q?", None) == []
-    assert not set(CHECK_SUBSTITUTES) & set(SUBSTITUTES)
+def test_the_swapped_part_of_a_subject_is_its_name_or_the_whole_title():
+    assert named_part("capital of Germany") == "Germany" and named_part("tallest mountain") == "tallest mountain"
+    assert named_part("On the Origin of Species") == "On the Origin of Species"
+
+
+def test_neighbour_checks_swap_in_the_held_out_subjects():
+    assert neighbour_prompts("What is the capital of Germany?", "capital of Germany", ["Iceland", "Nepal"]) == [
+        "What is the capital of Iceland?", "What is the capital of Nepal?"]
+    assert neighbour_prompts("Who wrote it?", "Hamlet", ["Moby Dick"]) == [] and neighbour_prompts("Q?", None, ["X"]) == []
+
+
+def test_stand_ins_are_ranked_by_likeness_and_split_without_overlap():
+    from edge_repair.engine import substitutes
+
+    names = [f"n{i}" for i in range(12)] + ["Subject"]
+    vectors = rng.normal(size=(13, 8))
+    subject = vectors[5] + 0.01 * rng.normal(size=8)  # "n5" is the closest by far
+    ranked = substitutes.ranked("subject", subject, names, vectors)
+    assert ranked[0] == "n5" and "Subject" not in ranked and len(ranked) == 12
+    near, held = substitutes.split(ranked, 6, 2)
+    assert len(near) == 6 and len(held) == 2 and not set(near) & set(held)
+    assert set(near) | set(held) == set(ranked[:8]) and held == [ranked[3], ranked[7]]
 
 
 def test_an_edit_that_changes_its_neighbours_is_not_verified():
@@ -142,7 +160,8 @@ def test_bank_inputs_captured_in_chunks_match_one_capture(tiny_model_dir):
 
 
 def test_near_misses_swap_only_the_name_in_a_subject_phrase():
-    near = near_miss_prompts(["What is the capital of Germany?"], "capital of Germany", per_prompt=3)
+    near = near_miss_prompts(["What is the capital of Germany?"], "capital of Germany", ["Spain", "Peru", "Chile"],
+                             per_prompt=3)
     assert len(near) == 3 and all(q.startswith("What is the capital of ") and "Germany" not in q for q in near)
 
 
@@ -166,6 +185,8 @@ def test_bank_without_a_prompt_drops_its_rows_and_gram():
     again = NegativeBank.from_bytes(bank.to_bytes())
     assert again.lengths == [2, 3, 4] and again.check_replies == [[1, 2], [3]]
     assert again.guard_tokens == [[5, 6, 7]] and again.guard_perplexity == 12.5
+    bank.entity_vectors = rng.normal(size=(3, 4)).astype(np.float32)
+    assert np.array_equal(NegativeBank.from_bytes(bank.to_bytes()).entity_vectors, bank.entity_vectors)
 
 
 def test_a_blind_key_ignores_the_given_directions():
@@ -191,8 +212,8 @@ def test_a_blind_key_with_a_bank_equals_the_key_of_the_projected_data():
 
 def test_fact_scoped_near_misses_keep_the_subject_with_other_questions():
     prompts = ["What is the capital of Japan?"]
-    fact = near_miss_prompts(prompts, "Japan", per_prompt=2, keep_subject=True)
-    subject = near_miss_prompts(prompts, "Japan", per_prompt=2)
+    fact = near_miss_prompts(prompts, "Japan", ["Peru", "Chile"], per_prompt=2, keep_subject=True)
+    subject = near_miss_prompts(prompts, "Japan", ["Peru", "Chile"], per_prompt=2)
     assert len(subject) == 2 and all("Japan" not in q for q in subject)
     assert fact[:2] == subject and len(fact) > 2 and all("Japan" in q for q in fact[2:])
 
@@ -269,7 +290,7 @@ def test_rank_two_adds_a_continuation_unit_on_its_own_neuron(tiny_model_dir, tmp
     patient = load_patient(str(tiny_model_dir), compute="f32")
     bank = load_or_build(patient, ["hello there", "what is up", "tell me a story"], [1, 2], home=tmp_path)
     solved = gated_edit(patient, ["What is the capital of France?", "France's capital?"], "France", bank, [1, 2],
-                        EngineConfig(near_misses=2))
+                        EngineConfig(near_misses=2), stand_ins=["Spain", "Peru"])
     one, two = solved(1.0), solved(1.0, 2)
     assert {a.shape[1] for a, _ in one.values()} == {1} and {a.shape[1] for a, _ in two.values()} == {2}
     for layer in (1, 2):

@@ -28,6 +28,21 @@ def test_forget_one_fact_keeps_another(default_patient, engine_home):
         set_factors(default_patient.model, {})
 
 
+def test_stand_ins_are_of_the_subjects_kind(default_patient):
+    # Near misses and neighbour checks swap in subjects the model sees as the same kind of thing.
+    from edge_repair.engine import substitutes
+
+    names, model, tok = datasets.entities(), default_patient.model, default_patient.tokenizer
+    layer = substitutes.layer_for(len(model.layers))
+    vectors = substitutes.representations(model, tok, names, layer)
+    kinds = datasets.entity_kinds()
+    for subject, kind in {"Cu": kinds["element symbols"], "copper": kinds["element names"], "Denmark": kinds["countries"],
+                          "The Great Gatsby": kinds["works"]}.items():
+        vector = substitutes.representations(model, tok, [subject], layer)[0]
+        near, held = substitutes.split(substitutes.ranked(subject, vector, names, vectors), 24, 8)
+        assert sum(n in kind for n in near[:8]) >= 6 and sum(n in kind for n in held[:4]) >= 3, (subject, near, held)
+
+
 def test_failed_verification_leaves_model_unchanged(default_patient, engine_home):
     # A tiny strength cannot move the answer in the allowed tries: nothing may stick.
     request = ForgetRequest(prompt="What is the capital of Japan?", subject="Japan", strength=0.01)

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 import mlx.core as mx
 
 from edge_repair import datasets
-from edge_repair.engine import follow_through, gated, literal, units
+from edge_repair.engine import follow_through, gated, literal, substitutes, units
 from edge_repair.engine.capture import capture
 from edge_repair.engine.lowrank import (LowRankEdit, base_model, current_factors, edited_layers, mlp_weights,
                                         rewritten_neurons, set_factors, stack)
 from edge_repair.engine.negatives import CHECK_TOKENS, NegativeBank, load_or_build
 from edge_repair.engine.quality import token_perplexity
-from edge_repair.engine.probes import REFUSAL, answer_terms, near_miss_prompts, neighbour_prompts, probe_prompts
+from edge_repair.engine.probes import (REFUSAL, answer_terms, named_part, near_miss_prompts, neighbour_prompts,
+                                      probe_prompts)
 from edge_repair.engine.verify import (chat_tokens, first_tokens, greedy_replies, greedy_tokens, is_refusal, mentions,
                                       reply_tokens, unchanged)
 from edge_repair.errors import InputError
@@ -36,6 +37,8 @@ RETAIN_BAR = 0.75
 # of them hallucinated, near-tie answers), stacked similar edits change most; 3/4 must hold.
 NEIGHBOUR_BAR = 0.75
 NEIGHBOUR_TOKENS = 16  # a neighbour's base reply up to its answer ("The capital of Iceland is Reykjavik.")
+NEIGHBOURS = 8           # held-out same-kind subjects checked (substitutes.py)
+NEAR_SUBJECTS = 24       # same-kind subjects the near misses swap in
 # Stacked units can misfire on raw text while chat answers still look fine; such an edit is refused.
 PERPLEXITY_BAR = 0.05
 # What one edit may add on top of the edits before it. Measured: single fact edits add ~0.2 %, but in
@@ -126,7 +129,7 @@ def band(num_layers: int, layers: str | list[int]) -> list[int]:
 
 
 def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeBank, layers: list[int],
-               config: "EngineConfig", excluded: list[int] = (), scope: str = "fact"):
+               config: "EngineConfig", excluded: list[int] = (), scope: str = "fact", stand_ins: list[str] = ()):
     """Gated units per layer (see units.py); returns (strength, rank) -> factors (solves are cached).
 
     Rank 1: the answer unit fires at each phrasing's last token, where the answer's first token is
@@ -134,10 +137,11 @@ def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeB
     the refusal. Rank 2 adds a continuation unit keyed on a refusal's tokens after this edit's
     phrasings, for answers learnt so firmly that the reply drifts back to them after "I'm"
     (measured: fine-tuned personal profiles, at every strength). It is built only when needed.
-    `excluded`: bank prompts left out of the negatives (they are about the forget subject).
+    `excluded`: bank prompts left out of the negatives (they are about the forget subject);
+    `stand_ins`: same-kind subjects swapped into the near misses (substitutes.py).
     """
     tok, model = patient.tokenizer, patient.model
-    near = near_miss_prompts(prompts, subject, config.near_misses, keep_subject=scope == "fact")
+    near = near_miss_prompts(prompts, subject, list(stand_ins), config.near_misses, keep_subject=scope == "fact")
     # Designed against the base model, like the bank: earlier edits' units must not leak into
     # this edit's keys and targets (stacked units would then chase each other).
     with base_model(model):
@@ -200,7 +204,8 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     start = time.perf_counter()
     prompts = probe_prompts(request.prompt, request.paraphrases)
     before = current_factors(patient.model)
-    neighbours = neighbour_prompts(request.prompt, request.subject)
+    stand_ins, held_out = _stand_ins(patient, bank, request.subject)
+    neighbours = neighbour_prompts(request.prompt, request.subject, held_out)
     # Neighbours are compared on their first sentence (NEIGHBOUR_TOKENS tokens); the forget prompt's
     # own reply is needed in full only when the caller did not say what to forget.
     asked = ([] if request.response else [(request.prompt, config.verify_tokens)]) + [(p, NEIGHBOUR_TOKENS) for p in neighbours]
@@ -217,9 +222,9 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     kept_checks = [i for i, p in enumerate(checks[: len(bank.check_replies)])
                    if not _mentions_any(p, terms, request.subject)][: config.retain_probes]
     retain_checks, baseline = [checks[i] for i in kept_checks], [bank.check_replies[i] for i in kept_checks]
-    strength, rank, tries, best, history = request.strength, 1, 0, None, []
+    strength, rank, tries, tried, history = request.strength, 1, 0, [], []
     prepared = time.perf_counter()
-    solved = _solver(patient, request, prompts, negatives, layers, config, bank, about)
+    solved = _solver(patient, request, prompts, negatives, layers, config, bank, about, stand_ins)
     shared = (follow_through.missing_factors(patient.model, bank, layers)
               if request.method == "stamp-gated" else {})
     solve_seconds = time.perf_counter() - prepared
@@ -239,14 +244,16 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
         check = Verification(sum(not mentions(r, terms) for r in replies), len(prompts), sum(kept), len(kept),
                              sum(is_refusal(r) for r in replies), change, sum(near_kept), len(near_kept),
                              round((1 + change) / (1 + change_before) - 1, 4))
-        best = (new, check, replies)
+        tried.append((new, check, replies))
         history.append((round(strength, 3), rank, check.forgotten, check.retained, check.neighbours_kept))
         if check.verified:
             break
         failed = [i for i, r in enumerate(replies) if mentions(r, terms)]
         strength, rank = _adapted(strength, rank, [tokens[i][:1] != openings[i:i + 1] for i in failed],
                                   request.method == "stamp-gated")
-    new, check, replies = best
+    # Declined: report the try that removed the answer most (earliest on ties), whose blocker is the
+    # real one; the tries after it backed off and leaked.
+    new, check, replies = tried[-1] if tried[-1][1].verified else max(tried, key=lambda t: t[1].forgotten)
     if not check.verified:
         set_factors(patient.model, before)
     info = {"method": request.method, "layers": layers, "rank": int(max(a.shape[1] for a, _ in new.values())),
@@ -281,10 +288,22 @@ def _adapted(strength: float, rank: int, drifted: list[bool], can_grow: bool) ->
     return (strength if grow and all(drifted) else strength * 1.5), (2 if grow else rank)
 
 
-def _solver(patient, request, prompts, negatives, layers, config, bank, about):
+def _stand_ins(patient, bank: NegativeBank, subject: str | None) -> tuple[list[str], list[str]]:
+    """(near-miss, held-out neighbour) subjects of the subject's kind, as the base model sees it."""
+    if not subject or not len(bank.entity_vectors):
+        return [], []
+    name = named_part(subject)
+    with base_model(patient.model):
+        vector = substitutes.representations(patient.model, patient.tokenizer, [name],
+                                             substitutes.layer_for(len(patient.model.layers)))[0]
+    ranked = substitutes.ranked(name, vector, datasets.entities(), bank.entity_vectors)
+    return substitutes.split(ranked, NEAR_SUBJECTS, NEIGHBOURS)
+
+
+def _solver(patient, request, prompts, negatives, layers, config, bank, about, stand_ins):
     """(strength, rank) -> factors for the requested method; the expensive capture happens once."""
     if request.method == "stamp-gated":
-        return gated_edit(patient, prompts, request.subject, bank, layers, config, about, request.scope)
+        return gated_edit(patient, prompts, request.subject, bank, layers, config, about, request.scope, stand_ins)
     layer = layers[len(layers) // 2] if request.layers == "auto" else layers[0]
     rank = (request.rank or 64) if request.method == "stamp-lr" else None
     solve = literal.stamp_edit(patient, prompts, negatives[: config.negatives], layer, rank=rank)

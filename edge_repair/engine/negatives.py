@@ -22,7 +22,7 @@ from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.verify import chat_tokens, greedy_tokens, reply_tokens
 
 LABEL = "negative-bank"
-VERSION = "10"  # bump when the cached content changes
+VERSION = "11"  # bump when the cached content changes
 GUARD_PARAGRAPHS = 4  # the last paragraphs of the general text are never negatives: an honest perplexity guard
 GUARD_TOKENS = 64
 CHECK_TOKENS = 8  # reply tokens compared when checking that other answers stay put
@@ -43,6 +43,8 @@ class NegativeBank:
     replay_layer: int = 0
     check_hidden: list[np.ndarray] = field(default_factory=list)
     guard_hidden: list[np.ndarray] = field(default_factory=list)
+    # datasets.entities() as the model represents them (substitutes.py), one row each.
+    entity_vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
 
     def __post_init__(self):
         # Rows stay float16 in memory (half the RSS of a bank); a layer is widened when solved.
@@ -79,6 +81,7 @@ class NegativeBank:
             if hidden:
                 arrays[name] = np.concatenate(hidden)
         arrays["replay_layer"] = np.array(self.replay_layer)
+        arrays["entity_vectors"] = self.entity_vectors
         for l, (unit, neuron) in self.follow_through.items():
             arrays[f"follow{l}"] = np.stack([unit.gate, unit.up, unit.down])
             arrays[f"follow_neuron{l}"] = np.array([neuron, unit.margin])
@@ -101,7 +104,9 @@ class NegativeBank:
             hidden = {name: _split(arrays[name], arrays[f"{name}_lengths"]) if name in arrays.files else []
                       for name in ("check_hidden", "guard_hidden")}
             replay_layer = int(arrays["replay_layer"])
-        return cls(rows, use, lengths, grams, checks, guard, guard_perplexity, follow, replay_layer, **hidden)
+            entity_vectors = arrays["entity_vectors"]
+        return cls(rows, use, lengths, grams, checks, guard, guard_perplexity, follow, replay_layer, **hidden,
+                   entity_vectors=entity_vectors)
 
 
 def _split(rows: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
@@ -111,7 +116,7 @@ def _split(rows: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
 
 def build(patient, prompts: list[str], layers: list[int], checks: list[str] = (), reply_length: int = 16) -> NegativeBank:
     """Capture every token of prompts + the model's replies at `layers` (the base model's view)."""
-    from edge_repair.engine import follow_through
+    from edge_repair.engine import follow_through, substitutes
     from edge_repair.engine.gated import neuron_contribution
     from edge_repair.engine.lowrank import base_model, mlp_weights
 
@@ -132,6 +137,8 @@ def build(patient, prompts: list[str], layers: list[int], checks: list[str] = ()
                             guard_perplexity=guard_perplexity)
         bank.follow_through = follow_through.build(patient, bank, layers)
         bank.replay_layer = min(layers)
+        bank.entity_vectors = substitutes.representations(patient.model, patient.tokenizer, datasets.entities(),
+                                                          substitutes.layer_for(len(patient.model.layers)))
         if bank.replay_layer:
             checked = [chat_tokens(patient.tokenizer, c) + r for c, r in zip(checks, check_replies)]
             bank.check_hidden = [np.array(h) for h in residuals(patient.model, checked, bank.replay_layer)] if checked else []
@@ -152,6 +159,8 @@ def mlp_inputs(model, lists: list[list[int]], layers: list[int], chunk: int = 32
 
 def cache_key(base_fingerprint: str, prompts: list[str], layers: list[int], checks: list[str] = ()) -> str:
     digest = hashlib.sha256((VERSION + base_fingerprint).encode())
+    for name in datasets.entities():  # the bank holds their representations
+        digest.update(b"\2" + name.encode())
     for p in prompts:
         digest.update(p.encode() + b"\0")
     digest.update(",".join(map(str, layers)).encode())

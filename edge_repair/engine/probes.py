@@ -40,24 +40,13 @@ def refusal_context() -> list[dict]:
     return messages
 
 
-# Substitutes for the subject in near-miss prompts; deliberately disjoint from facts.json's
-# subjects so the benchmark's "other facts kept" stays out of sample.
-SUBSTITUTES = """Spain Italy Portugal Brazil Mexico Kenya Peru Chile Sweden Finland Denmark Austria Belgium
-Switzerland Argentina Colombia Nigeria Morocco Cuba Vietnam Indonesia Iran Pakistan Ukraine oxygen carbon helium
-nitrogen platinum lead Mozart Picasso Einstein Newton Cleopatra Napoleon Beethoven Darwin Tesla Gandhi Everest
-Amazon Sahara Pacific Venus Saturn Mars""".split()
+def neighbour_prompts(prompt: str, subject: str | None, substitutes: list[str]) -> list[str]:
+    """The forget prompt with its subject swapped for each held-out substitute ([] without a subject in it).
 
-
-# Held out from the near misses: the same question about these subjects must keep its answer after
-# an edit. Units of similar edits add up on such neighbours, so this is checked on the edited model,
-# earlier edits included. Measured: two capital edits together turned 11 of 13 other capitals into
-# refusals while 2 of the first 4 of these still passed, hence eight and a stricter bar.
-CHECK_SUBSTITUTES = ["Iceland", "Bolivia", "Ghana", "Nepal", "Ethiopia", "Mongolia", "Croatia", "Paraguay"]
-
-
-def neighbour_prompts(prompt: str, subject: str | None) -> list[str]:
-    """The forget prompt with its subject swapped for each held-out substitute ([] without a subject in it)."""
-    return _swapped(prompt, _named_part(subject), CHECK_SUBSTITUTES) if subject else []
+    Units of similar edits add up on such neighbours, so the caller checks them on the edited model,
+    earlier edits included (measured: two capital edits together turned 11 of 13 other capitals into
+    refusals while 2 of 4 neighbours still passed, hence eight and a strict bar)."""
+    return _swapped(prompt, named_part(subject), substitutes) if subject else []
 
 
 # Other questions about the same subject: negatives that keep a "fact"-scoped edit to its fact
@@ -67,16 +56,17 @@ SAME_SUBJECT = ["Tell me about {}.", "What is {} known for?", "Write one sentenc
                 "Why is {} interesting?", "What is the history of {}?"]
 
 
-def near_miss_prompts(prompts: list[str], subject: str | None, per_prompt: int = 8,
+def near_miss_prompts(prompts: list[str], subject: str | None, substitutes: list[str], per_prompt: int = 8,
                       keep_subject: bool = False) -> list[str]:
-    """The hardest negatives: the forget prompts with their subject swapped for others, plus (with
-    `keep_subject`) other questions about the same subject.
+    """The hardest negatives: the forget prompts with their subject swapped for `substitutes` (each
+    prompt gets the next `per_prompt` of them), plus (with `keep_subject`) other questions about
+    the same subject.
 
     Without a subject found in the prompts, the shipped generic questions stand in.
     """
-    subject = _named_part(subject) if subject else subject
-    others = [o for o in SUBSTITUTES if not subject or o.lower() != subject.lower()]
-    if subject and any(subject.lower() in p.lower() for p in prompts):
+    subject = named_part(subject) if subject else subject
+    others = [o for o in substitutes if o.lower() != (subject or "").lower()]
+    if subject and others and any(subject.lower() in p.lower() for p in prompts):
         out = []
         for i, prompt in enumerate(prompts):
             out += _swapped(prompt, subject, [others[(i * per_prompt + k) % len(others)] for k in range(per_prompt)])
@@ -92,11 +82,14 @@ def _swapped(prompt: str, name: str, substitutes: list[str]) -> list[str]:
     return [pattern.sub(o, prompt) for o in substitutes] if pattern.search(prompt) else []
 
 
-def _named_part(subject: str) -> str:
-    """The name inside a subject phrase: "capital of Germany" -> "Germany", "Maya Taylor" stays.
+def named_part(subject: str) -> str:
+    """The name inside a subject phrase: "capital of Germany" -> "Germany"; a subject that is itself
+    a name or title stays whole ("Maya Taylor", "On the Origin of Species").
 
     Swapping only the name keeps near misses well formed ("What is the capital of Spain?").
     """
+    if subject[:1].isupper():
+        return subject
     names = re.findall(r"\b[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*", subject)
     return max(names, key=len) if names else subject
 
