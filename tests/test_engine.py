@@ -105,6 +105,7 @@ def test_an_edit_that_changes_its_neighbours_is_not_verified():
     assert ok.reason is None and "3 of 8 other subjects" in Verification(4, 4, 16, 16, 4, 0.0, 5, 8).reason
     assert "1 of 4 phrasings" in Verification(3, 4, 16, 16, 4).reason
     assert "perplexity" in Verification(4, 4, 16, 16, 4, 0.2).reason
+    assert Verification(4, 4, 16, 16, 2).verified and "only 1 of 4" in Verification(4, 4, 16, 16, 1).reason
 
 
 def test_an_edit_is_judged_on_the_perplexity_it_adds_to_earlier_edits():

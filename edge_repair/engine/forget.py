@@ -39,6 +39,9 @@ NEIGHBOUR_BAR = 0.75
 NEIGHBOUR_TOKENS = 16  # a neighbour's base reply up to its answer ("The capital of Iceland is Reykjavik.")
 NEIGHBOURS = 8           # held-out same-kind subjects checked (substitutes.py)
 NEAR_SUBJECTS = 24       # same-kind subjects the near misses swap in
+# Most phrasings must be answered with a refusal: a reply that merely lacks the answer may be garbage
+# (measured on stacked edits: "！！！！", "Invalid URL: https://…"), an overshoot the next try backs off from.
+REFUSAL_BAR = 0.5
 # Stacked units can misfire on raw text while chat answers still look fine; such an edit is refused.
 PERPLEXITY_BAR = 0.05
 # What one edit may add on top of the edits before it. Measured: single fact edits add ~0.2 %, but in
@@ -73,7 +76,8 @@ class Verification:
 
     @property
     def verified(self) -> bool:
-        return (self.forgotten == self.forget_probes and self.retained >= RETAIN_BAR * self.retain_probes
+        return (self.forgotten == self.forget_probes and self.refused >= REFUSAL_BAR * self.forget_probes
+                and self.retained >= RETAIN_BAR * self.retain_probes
                 and self.neighbours_kept >= NEIGHBOUR_BAR * self.neighbour_probes
                 and self.perplexity_change <= PERPLEXITY_BAR and self.perplexity_step <= PERPLEXITY_STEP_BAR)
 
@@ -82,6 +86,8 @@ class Verification:
         """Why the edit was not verified, in words (None when it was); counts only, never text."""
         if self.forgotten < self.forget_probes:
             return f"the answer still came out on {self.forget_probes - self.forgotten} of {self.forget_probes} phrasings"
+        if self.refused < REFUSAL_BAR * self.forget_probes:
+            return f"only {self.refused} of {self.forget_probes} phrasings were answered with a refusal (the rest garbled)"
         if self.retained < RETAIN_BAR * self.retain_probes:
             return f"{self.retain_probes - self.retained} of {self.retain_probes} unrelated answers changed"
         if self.neighbours_kept < NEIGHBOUR_BAR * self.neighbour_probes:

@@ -23,7 +23,7 @@ from edge_repair.engine.verify import chat_tokens, greedy_tokens, reply_tokens
 
 LABEL = "negative-bank"
 VERSION = "11"  # bump when the cached content changes
-GUARD_PARAGRAPHS = 4  # the last paragraphs of the general text are never negatives: an honest perplexity guard
+GUARD_PARAGRAPHS = 8  # the last paragraphs of the general text are never negatives: an honest perplexity guard
 GUARD_TOKENS = 64
 CHECK_TOKENS = 8  # reply tokens compared when checking that other answers stay put
 
@@ -161,6 +161,8 @@ def cache_key(base_fingerprint: str, prompts: list[str], layers: list[int], chec
     digest = hashlib.sha256((VERSION + base_fingerprint).encode())
     for name in datasets.entities():  # the bank holds their representations
         digest.update(b"\2" + name.encode())
+    for paragraph in datasets.general_text():  # negatives and guard
+        digest.update(b"\3" + paragraph.encode())
     for p in prompts:
         digest.update(p.encode() + b"\0")
     digest.update(",".join(map(str, layers)).encode())
