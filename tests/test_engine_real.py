@@ -21,7 +21,9 @@ def test_forget_one_fact_keeps_another(default_patient, engine_home):
         replies = greedy_replies(default_patient, probes, 20)
         assert not any(mentions(r, [target["answer"]]) for r in replies[:-1]), replies
         assert mentions(replies[-1], [control["answer"]]), replies[-1]
-        assert result.edit.info["method"] == "stamp-gated" and result.edit.rank == 1  # one answer unit per layer
+        # one answer unit per layer, plus a continuation unit if a reply drifted back to the answer
+        assert result.edit.info["method"] == "stamp-gated" and result.edit.rank in (1, 2)
+        assert result.edit.rank == result.edit.info["history"][-1][1]  # the verified try's rank
         # the first edit brings the shared follow-through, one unit per edited layer
         assert {k.split(".")[2] for k in result.edit.shared} == {str(l) for l in result.edit.info["layers"]}
     finally:
