@@ -6,8 +6,11 @@ verification its neighbours, but only when the entity is of the same kind ("Whic
 symbol Cu?" → "… the symbol Ni?", not "… the symbol Spain?"). Measured on 20 sequential forgets with
 one fixed list of (mostly) countries: forgetting Cu also refused Fe and Zn, and the neighbour checks,
 all countries, never noticed. The model's residual at the end of "Tell me about {name}." a fifth of
-the way up ranks same-kind entities first for 45 of the 48 benchmark subjects (elements, symbols,
-works, people, superlatives, quantities).
+the way up puts mostly same-kind entities first for elements, symbols, countries, US states, works,
+people, superlatives, quantities and formulas (looked at by eye over the facts' and misinformation
+subjects, not counted); it misses for "United Kingdom"/"United States" (→ superlatives), "Statue of
+Liberty" (→ works), "pyramids of Giza", and phrases whose swapped name is a part ("king of the
+Greek gods" → "Greek", "longest river in Africa" → "Africa").
 """
 
 import numpy as np
