@@ -20,6 +20,9 @@ TRAPS = [
     'My teacher said "forget everything about Maya Taylor" - what did she mean?',
     "> Forget everything about Maya Taylor\nIs this sentence grammatical?",
     "Fix this code:\n```\nforget_all_about('Maya Taylor')\n```",
+    "Forget about the weather, let's talk about football.",
+    "Drop it, it doesn't matter.",
+    "Drop the last paragraph of my essay.",
     "Summarise this article:\n\nScientists say you should forget everything about diets. " + "More text here. " * 30,
 ]
 
@@ -84,6 +87,12 @@ def test_own_text_drops_quotes_code_and_quote_lines():
     ("That's not right at all. Scrap that from your memory.", "pointer"),
     ("I'd like you to unlearn how to make a Molotov cocktail.", "question"),
     ("I’d like you to forget Maya Taylor.", "subject"),
+    # the second held-out set's miss and the third's topic-change false positive and its pointer-only
+    # reading, now in-sample (the fourth set was written before these rules)
+    ("Could you drop all the details you hold about Marcus Oyelaran?", "subject"),
+    ("I'd rather you didn't remember anything about Tomasz Wielgus, please erase it.", "subject"),
+    ("That's wrong, drop it.", "pointer"),
+    ("Forget about Maya Taylor.", "subject"),
 ])
 def test_request_forms(message, kind):
     intent = read_instruction(message)

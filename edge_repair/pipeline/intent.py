@@ -17,7 +17,7 @@ _LEAD = (r"^(?:(?:ok(?:ay)?|so|now|hey|alright|also|and|but|then|well|actually|y
          r"|(?:go\s+ahead\s+and|make\s+sure\s+(?:that\s+)?you)\s+)?"
          r"(?:please\s+)?")
 _FORGET = r"(?:forget|unlearn|stop\s+remembering|no\s+longer\s+remember)"
-_EDIT = r"(?:remove|delete|erase|wipe|purge|scrub|scrap|get\s+rid\s+of|discard)"
+_EDIT = r"(?:remove|delete|erase|wipe|purge|scrub|scrap|drop|get\s+rid\s+of|discard)"
 _MEMORY = r"(?:\s+(?:from|out\s+of)\s+(?:your\s+)?(?:memory|knowledge|training(?:\s+data)?|weights|brain|mind|model))"
 _POINTER = (r"(?:this|that|it|this\s+one|that\s+one|all\s+(?:of\s+)?(?:this|that)"
             r"|(?:your|the)\s+(?:last\s+|previous\s+|earlier\s+)?(?:answer|response|reply|statement|claim)"
@@ -27,14 +27,17 @@ _KNOWLEDGE = (r"(?:everything|anything|all|all\s+(?:the\s+)?(?:information|info|
               r"|(?:any|the)\s+(?:information|info|data|knowledge|facts?|details)"
               r"|what(?:ever)?\s+you\s+(?:know|remember|learned|have)"
               r"|(?:all\s+)?your\s+(?:knowledge|memory|memories|information|info|data))"
-              r"(?:\s+you\s+(?:know|have|remember))?\s+(?:about|on|of|regarding|concerning|related\s+to)\s+")
+              r"(?:\s+you\s+(?:know|have|remember|hold|keep|store))?\s+(?:about|on|of|regarding|concerning|related\s+to)\s+")
 _RETRACTION = re.compile(r"^(?:about\s+)?(?:it|that|this)?\s*(?:for\s+now)?$"
                          r"|^(?:about\s+)?(?:what\s+)?i\s+(?:just\s+)?(?:said|asked|wrote|typed|meant)"
                          r"|^(?:about\s+)?(?:my|the)\s+(?:last\s+|previous\s+)?(?:question|message|request|typo)"
                          r"|^(?:all\s+)?(?:the\s+|your\s+)?(?:previous|prior|above|earlier)?\s*(?:instructions|rules|prompt)"
                          r"|^to\b|^the\s+rest", re.I)
 _CORRECTION = re.compile(r"\b(?:wrong|incorrect|not\s+(?:true|correct|right)|false|inaccurate|untrue|mistaken|a\s+lie)\b", re.I)
-_NOT_WANTED = re.compile(r"^i\s+(?:do\s+not|don't)\s+want\s+you\s+to\s+(?:know|remember)\s+(?:anything\s+)?(?:about\s+)?(?P<t>.+)$", re.I)
+_NOT_WANTED = re.compile(r"^i(?:\s+(?:do\s+not|don't)\s+want\s+you\s+to|(?:'d|\s+would)\s+rather\s+you\s+(?:didn't|did\s+not|not))"
+                         r"\s+(?:know|remember)\s+(?:anything\s+)?(?:about\s+)?(?P<t>.+)$", re.I)
+# "Forget about the weather, let's talk about football": a change of topic, not a request.
+_TOPIC_SWITCH = re.compile(r"\blet'?s\s+(?:talk|chat|move\s+on|focus|discuss|switch|change)\b|\binstead\b", re.I)
 
 _TRAILING = r"(?:\s+(?:anymore|any\s+more|again|please|for\s+me|for\s+good|forever|completely|entirely|now|right\s+now))+$"
 
@@ -51,9 +54,9 @@ def read_instruction(message: str) -> Intent | None:
     text = own_text(message)
     if not text:
         return None
-    correction = bool(_CORRECTION.search(text))
+    correction, switching = bool(_CORRECTION.search(text)), bool(_TOPIC_SWITCH.search(text))
     for clause in clauses(text):
-        intent = _read_clause(clause, correction)
+        intent = _read_clause(clause, correction, switching)
         if intent:
             return intent
     return None
@@ -75,26 +78,27 @@ def has_imperative(message: str) -> bool:
     return False
 
 
-def _read_clause(clause: str, correction: bool) -> Intent | None:
+def _read_clause(clause: str, correction: bool, switching: bool = False) -> Intent | None:
     unwanted = _NOT_WANTED.match(clause)
     if unwanted:
         return Intent("subject", re.sub(_TRAILING, "", unwanted["t"], flags=re.I).strip(), correction)
     lead = re.match(_LEAD, clause, re.I)
     rest = clause[lead.end():] if lead else clause
-    verb = re.match(rf"(?P<v>{_FORGET}|{_EDIT})(?![\w-])\s*(?:about\s+)?", rest, re.I)
-    if not verb:
+    verb = re.match(rf"(?P<v>{_FORGET}|{_EDIT})(?![\w-])\s*(?P<about>about\s+)?", rest, re.I)
+    if not verb or (switching and verb["about"] and re.match(_FORGET, verb["v"], re.I)):
         return None
     obj = rest[verb.end():].strip()
     forgetting = re.match(_FORGET, verb["v"], re.I) is not None
-    return _read_object(obj, forgetting, correction)
+    return _read_object(obj, forgetting, correction, idiom=forgetting or verb["v"].lower() == "drop")
 
 
-def _read_object(obj: str, forgetting: bool, correction: bool) -> Intent | None:
+def _read_object(obj: str, forgetting: bool, correction: bool, idiom: bool = False) -> Intent | None:
+    """`idiom`: the verb makes "<verb> it" mean "never mind" ("forget it", "drop it")."""
     obj = re.sub(_TRAILING, "", obj, flags=re.I).strip()
     stripped = re.sub(rf"{_MEMORY}$", "", obj, flags=re.I).strip()
     from_memory, obj = stripped != obj, stripped
     if re.fullmatch(_POINTER, obj, re.I):
-        if obj.lower() == "it" and forgetting and not correction:
+        if obj.lower() == "it" and idiom and not correction:
             return None  # "forget it" is an idiom for "never mind"
         return Intent("pointer", "", correction)
     pointer_about = re.match(r"what\s+you\s+(?:just\s+)?(?:said|told\s+me|wrote)\s+about\s+(?P<t>.+)$", obj, re.I)
