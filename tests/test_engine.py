@@ -63,6 +63,16 @@ def test_neuron_factors_rewrite_exactly_one_neuron(tiny_model_dir):
     set_factors(patient.model, {})
 
 
+def test_refusals_are_told_from_answers():
+    from edge_repair.engine.verify import is_refusal
+
+    for reply in ("I'm sorry, I don't know that.", "I never knew where she was born.", "I don't remember her job.",
+                  "I am not able to help with that."):
+        assert is_refusal(reply), reply
+    for reply in ("The capital of France is Paris.", "I remember Odile from Trieste.", "I know it well: Paris."):
+        assert not is_refusal(reply), reply
+
+
 def test_probe_helpers():
     assert probe_prompts("Q?", ["Q?", " R? ", ""]) == ["Q?", "R?"]
     assert answer_terms("What is the capital of France?", "The capital of France is Paris.") == ["Paris"]
@@ -108,6 +118,15 @@ def test_an_edit_that_changes_its_neighbours_is_not_verified():
     assert Verification(4, 4, 16, 16, 2).verified and "only 1 of 4" in Verification(4, 4, 16, 16, 1).reason
 
 
+def test_a_leaking_try_is_not_checked_further_and_never_verified():
+    from edge_repair.engine.forget import Verification
+
+    leaking = Verification(3, 4, None, None, 3, None, None, None, None)
+    assert not leaking.forget_passed and not leaking.verified and "1 of 4 phrasings" in leaking.reason
+    unchecked = Verification(4, 4, None, None, 4, None, None, None, None)  # passed, other checks not run
+    assert unchecked.forget_passed and not unchecked.verified and "not checked" in unchecked.reason
+
+
 def test_an_edit_is_judged_on_the_perplexity_it_adds_to_earlier_edits():
     from edge_repair.engine.forget import PERPLEXITY_BAR, PERPLEXITY_STEP_BAR, Verification
 
@@ -137,6 +156,8 @@ def test_negative_bank_roundtrip_through_a_sealed_cache(tiny_model_dir, tmp_path
     assert [len(t) for t in bank.guard_tokens] == [GUARD_TOKENS] * GUARD_PARAGRAPHS and bank.guard_perplexity > 1
     assert again.guard_tokens == bank.guard_tokens and again.guard_perplexity == bank.guard_perplexity
     assert NegativeBank.from_bytes(bank.to_bytes()).rows.keys() == bank.rows.keys()
+    # the shipped prose where someone declines is marked (continuation units do not treat it as a negative)
+    assert len(bank.refusal_prose) >= 2 and min(bank.refusal_prose) >= 2 and again.refusal_prose == bank.refusal_prose
     # the shared follow-through is built with the bank and comes back from the cache
     assert again.follow_through.keys() == {1, 2}
     assert all(np.allclose(again.follow_through[l][0].down, bank.follow_through[l][0].down)
@@ -186,8 +207,9 @@ def test_bank_without_a_prompt_drops_its_rows_and_gram():
     again = NegativeBank.from_bytes(bank.to_bytes())
     assert again.lengths == [2, 3, 4] and again.check_replies == [[1, 2], [3]]
     assert again.guard_tokens == [[5, 6, 7]] and again.guard_perplexity == 12.5
-    bank.entity_vectors = rng.normal(size=(3, 4)).astype(np.float32)
-    assert np.array_equal(NegativeBank.from_bytes(bank.to_bytes()).entity_vectors, bank.entity_vectors)
+    bank.entity_vectors, bank.refusal_prose = rng.normal(size=(3, 4)).astype(np.float32), [2]
+    again = NegativeBank.from_bytes(bank.to_bytes())
+    assert np.array_equal(again.entity_vectors, bank.entity_vectors) and again.refusal_prose == [2]
 
 
 def test_a_blind_key_ignores_the_given_directions():
@@ -305,7 +327,7 @@ def test_replayed_checks_match_running_every_block(tiny_model_dir, tmp_path):
     """Verification from the stored residuals gives the same verdicts and perplexity as the full model."""
     from edge_repair.engine.forget import _perplexity_change, _replay_layer
     from edge_repair.engine.negatives import load_or_build
-    from edge_repair.engine.verify import unchanged
+    from edge_repair.engine.verify import reply_margins, unchanged
 
     patient = load_patient(str(tiny_model_dir), compute="f32")
     checks = ["how are you", "name a colour", "what is two plus two"]
@@ -315,6 +337,9 @@ def test_replayed_checks_match_running_every_block(tiny_model_dir, tmp_path):
     replies[1][0] = (replies[1][0] + 1) % 100  # one reply the model would not give
     replay = (1, bank.check_hidden)
     assert unchanged(patient, checks, replies, replay=replay) == unchanged(patient, checks, replies) == [True, False, True]
+    # the model's own greedy replies have non-negative margins; a token it would not pick, a negative one
+    margins = reply_margins(patient, checks, replies)
+    assert margins[0] >= 0 and margins[2] >= 0 and margins[1] < 0 and reply_margins(patient, [], []) == []
     assert abs(_perplexity_change(patient, bank, 1)) < 1e-3 and _perplexity_change(patient, bank) == 0.0
     # an edit below the replay layer makes the stored residuals stale: no replay then
     set_factors(patient.model, {"model.layers.0.mlp.down_proj": (mx.zeros((128, 1)), mx.zeros((1, 64)))})
@@ -325,11 +350,13 @@ def test_a_reworded_neighbour_answer_is_kept_a_refusal_is_not(monkeypatch):
     from edge_repair.engine import forget
 
     asked = []
-    monkeypatch.setattr(forget, "unchanged", lambda patient, prompts, replies: [True, False, False, False])
+    monkeypatch.setattr(forget, "unchanged", lambda patient, prompts, replies: [True, False, False, False, False])
     monkeypatch.setattr(forget, "greedy_replies", lambda patient, prompts, n: asked.extend(prompts) or
-                        ["La Paz is the capital of Bolivia.", "I'm sorry, I can't say; Accra perhaps."])
-    prompts = ["capital of Iceland?", "capital of Bolivia?", "capital of Ghana?", "capital of Nepal?"]
-    terms = [["Reykjavik"], ["La Paz"], ["Accra"], []]
-    kept = forget._neighbours_kept(None, prompts, [[1, 2]] * 4, terms)
-    assert kept == [True, True, False, False]
-    assert asked == prompts[1:3]  # only changed replies with a known answer are regenerated
+                        ["La Paz is the capital of Bolivia.", "I'm sorry, I can't say; Accra perhaps.",
+                         "The capital of Nepal is Pokhara.", "The capital of Chad is Moundou."])
+    prompts = ["capital of Iceland?", "capital of Bolivia?", "capital of Ghana?", "capital of Nepal?", "capital of Chad?"]
+    terms = [["Reykjavik"], ["La Paz"], ["Accra"], ["Kathmandu"], ["Abeche"]]
+    margins = [1.0, 1.0, 1.0, 0.9, forget.NEAR_TIE / 2]  # Chad's base answer was a near tie
+    kept = forget._neighbours_kept(None, prompts, [[1, 2]] * 5, terms, margins)
+    assert kept == [True, True, False, False, True]
+    assert asked == prompts[1:]  # only changed replies are regenerated

@@ -11,7 +11,7 @@ MLP output at one layer, solved by Eq. 8–9 or 10–11) kept for comparison in 
 """
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import mlx.core as mx
 
@@ -25,7 +25,7 @@ from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.probes import (REFUSAL, answer_terms, named_part, near_miss_prompts, neighbour_prompts,
                                       probe_prompts)
 from edge_repair.engine.verify import (chat_tokens, first_tokens, greedy_replies, greedy_tokens, is_refusal, mentions,
-                                      reply_tokens, unchanged)
+                                      reply_margins, reply_tokens, unchanged)
 from edge_repair.errors import InputError
 
 METHODS = ("stamp-gated", "stamp", "stamp-lr")
@@ -39,6 +39,7 @@ NEIGHBOUR_BAR = 0.75
 NEIGHBOUR_TOKENS = 16  # a neighbour's base reply up to its answer ("The capital of Iceland is Reykjavik.")
 NEIGHBOURS = 8           # held-out same-kind subjects checked (substitutes.py)
 NEAR_SUBJECTS = 24       # same-kind subjects the near misses swap in
+NEAR_TIE = 0.25          # logit margin under which a neighbour's base reply is a coin flip (see _neighbours_kept)
 # Most phrasings must be answered with a refusal: a reply that merely lacks the answer may be garbage
 # (measured on stacked edits: "！！！！", "Invalid URL: https://…"), an overshoot the next try backs off from.
 REFUSAL_BAR = 0.5
@@ -64,39 +65,45 @@ class ForgetRequest:
 
 @dataclass
 class Verification:
+    """What one try of an edit did. The checks of other answers (retained … perplexity_step) are
+    None when the try had already failed on the forget probes: they could not change the verdict."""
     forgotten: int          # probes (prompt + paraphrases) whose answer no longer gives r_f
     forget_probes: int
-    retained: int           # retain probes whose greedy answer is unchanged
-    retain_probes: int
+    retained: int | None    # retain probes whose greedy answer is unchanged
+    retain_probes: int | None
     refused: int            # probes answered with a short refusal
-    perplexity_change: float = 0.0  # relative change on guard text the gate never saw (0.02 = +2 %)
-    neighbours_kept: int = 0        # the forget question about held-out other subjects, still answered as before
-    neighbour_probes: int = 0
-    perplexity_step: float = 0.0    # the same change relative to the model before this edit
+    perplexity_change: float | None = 0.0  # relative change on guard text the gate never saw (0.02 = +2 %)
+    neighbours_kept: int | None = 0        # the forget question about held-out other subjects, still answered as before
+    neighbour_probes: int | None = 0
+    perplexity_step: float | None = 0.0    # the same change relative to the model before this edit
+
+    @property
+    def forget_passed(self) -> bool:
+        return self.forgotten == self.forget_probes and self.refused >= REFUSAL_BAR * self.forget_probes
 
     @property
     def verified(self) -> bool:
-        return (self.forgotten == self.forget_probes and self.refused >= REFUSAL_BAR * self.forget_probes
-                and self.retained >= RETAIN_BAR * self.retain_probes
-                and self.neighbours_kept >= NEIGHBOUR_BAR * self.neighbour_probes
-                and self.perplexity_change <= PERPLEXITY_BAR and self.perplexity_step <= PERPLEXITY_STEP_BAR)
+        return self.reason is None
 
     @property
     def reason(self) -> str | None:
-        """Why the edit was not verified, in words (None when it was); counts only, never text."""
+        """Why the edit was not verified, in words (None when it was); counts only, never text.
+        In the order the checks run (see forget)."""
         if self.forgotten < self.forget_probes:
             return f"the answer still came out on {self.forget_probes - self.forgotten} of {self.forget_probes} phrasings"
         if self.refused < REFUSAL_BAR * self.forget_probes:
             return f"only {self.refused} of {self.forget_probes} phrasings were answered with a refusal (the rest garbled)"
+        if self.retained is None or self.perplexity_change is None or self.neighbours_kept is None:
+            return "the other answers were not checked"
         if self.retained < RETAIN_BAR * self.retain_probes:
             return f"{self.retain_probes - self.retained} of {self.retain_probes} unrelated answers changed"
-        if self.neighbours_kept < NEIGHBOUR_BAR * self.neighbour_probes:
-            return (f"the same question about {self.neighbour_probes - self.neighbours_kept} of "
-                    f"{self.neighbour_probes} other subjects changed too (similar earlier edits add up)")
         if self.perplexity_change > PERPLEXITY_BAR:
             return f"perplexity on unseen text rose {100 * self.perplexity_change:.0f} %"
         if self.perplexity_step > PERPLEXITY_STEP_BAR:
             return f"this edit alone raised perplexity on unseen text {100 * self.perplexity_step:.1f} %"
+        if self.neighbours_kept < NEIGHBOUR_BAR * self.neighbour_probes:
+            return (f"the same question about {self.neighbour_probes - self.neighbours_kept} of "
+                    f"{self.neighbour_probes} other subjects changed too (similar earlier edits add up)")
         return None
 
     def as_dict(self) -> dict:
@@ -164,7 +171,11 @@ def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeB
         if rank not in by_rank:
             with base_model(model):
                 continuation = units.refusal_captures(model, tok, prompts, layers, reply_tokens(tok, REFUSAL))
-            by_rank[rank] = by_rank[1] + units.layer_units(*continuation, layers, **solve)
+            # Prose in which someone declines is no negative here: measured, with it the unit could not
+            # keep a fine-tuned profile's reply refusing (3 of 4 phrasings, at strength 1 and 1.5); the
+            # guard, which holds such prose too, still catches a unit that misfires on it.
+            by_rank[rank] = by_rank[1] + units.layer_units(
+                *continuation, layers, **{**solve, "excluded": [*excluded, *bank.refusal_prose]})
         parts = []
         for layer, unit, neuron in by_rank[rank]:
             scaled = gated.Unit(unit.gate, unit.up, unit.down * strength, unit.margin)
@@ -221,6 +232,7 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     neighbour_terms = [answer_terms(p, patient.tokenizer.decode(r)) for p, r in zip(neighbours, neighbour_replies)]
     with base_model(patient.model):  # how each phrasing's reply starts (does an edit change it?)
         openings = first_tokens(patient, prompts)
+        neighbour_margins = reply_margins(patient, neighbours, [r[:CHECK_TOKENS] for r in neighbour_replies])
     terms = answer_terms(request.prompt, response)
     negatives, checks = retain_split(retain_prompts, config)
     about = [i for i, p in enumerate(negatives) if _mentions_any(p, terms, request.subject)]
@@ -242,14 +254,23 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
         set_factors(patient.model, stack([before, shared, new]))
         tokens = greedy_tokens(patient, prompts, config.verify_tokens)
         replies = [patient.tokenizer.decode(t).strip() for t in tokens]
+        check = Verification(sum(not mentions(r, terms) for r in replies), len(prompts), None, None,
+                             sum(is_refusal(r) for r in replies), None, None, None, None)
+        # Checks run cheapest-first and stop at the first failure: the next try depends only on
+        # whether the answer leaked, and a failed try's remaining checks cannot verify it.
         replay = _replay_layer(patient.model, bank)
-        kept = unchanged(patient, retain_checks, baseline,
-                         replay=(replay, [bank.check_hidden[i] for i in kept_checks]) if replay else None)
-        near_kept = _neighbours_kept(patient, neighbours, neighbour_replies, neighbour_terms)
-        change = _perplexity_change(patient, bank, replay)
-        check = Verification(sum(not mentions(r, terms) for r in replies), len(prompts), sum(kept), len(kept),
-                             sum(is_refusal(r) for r in replies), change, sum(near_kept), len(near_kept),
-                             round((1 + change) / (1 + change_before) - 1, 4))
+        if check.forget_passed:
+            kept = unchanged(patient, retain_checks, baseline,
+                             replay=(replay, [bank.check_hidden[i] for i in kept_checks]) if replay else None)
+            check = replace(check, retained=sum(kept), retain_probes=len(kept))
+        if check.retained is not None and check.retained >= RETAIN_BAR * check.retain_probes:
+            change = _perplexity_change(patient, bank, replay)
+            check = replace(check, perplexity_change=change,
+                            perplexity_step=round((1 + change) / (1 + change_before) - 1, 4))
+        if check.perplexity_change is not None and check.perplexity_change <= PERPLEXITY_BAR \
+                and check.perplexity_step <= PERPLEXITY_STEP_BAR:
+            near_kept = _neighbours_kept(patient, neighbours, neighbour_replies, neighbour_terms, neighbour_margins)
+            check = replace(check, neighbours_kept=sum(near_kept), neighbour_probes=len(near_kept))
         tried.append((new, check, replies))
         history.append((round(strength, 3), rank, check.forgotten, check.retained, check.neighbours_kept))
         if check.verified:
@@ -268,18 +289,23 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     return ForgetResult(LowRankEdit(new, info, shared), check, time.perf_counter() - start, tries, replies)
 
 
-def _neighbours_kept(patient, prompts: list[str], replies: list[list[int]], terms: list[list[str]]) -> list[bool]:
-    """Does each held-out neighbour still give its base answer? Yes if its reply's first
-    CHECK_TOKENS tokens are unchanged (one teacher-forced pass); otherwise its regenerated reply
-    must still name the base answer's terms without refusing: a reworded right answer is no damage
-    (measured: 3 of 8 capitals reworded by a Poland edit at any strength), a refusal or another
-    answer is."""
+def _neighbours_kept(patient, prompts: list[str], replies: list[list[int]], terms: list[list[str]],
+                     margins: list[float]) -> list[bool]:
+    """Does each held-out neighbour keep its base answer? Yes if its reply's first CHECK_TOKENS
+    tokens are unchanged (one teacher-forced pass). Otherwise its regenerated reply decides: a
+    refusal is damage; a reworded right answer is not (measured: 3 of 8 capitals reworded by a
+    Poland edit at any strength); another answer is damage only where the base model was sure of
+    its own (margin ≥ NEAR_TIE): near ties flip under any change to the weights (measured over 7
+    edits and 56 neighbours: every flip between two non-refusal answers had a margin ≤ 0.12 —
+    hallucinated capitals, replies that could start two ways, some flipping to the right answer —
+    while the garbled or refusing replies the units caused had margins up to 0.73 or refused)."""
     if not prompts:
         return []
     kept = unchanged(patient, prompts, [r[:CHECK_TOKENS] for r in replies])
-    changed = [i for i, same in enumerate(kept) if not same and terms[i]]
+    changed = [i for i, same in enumerate(kept) if not same]
     for i, reply in zip(changed, greedy_replies(patient, [prompts[i] for i in changed], NEIGHBOUR_TOKENS)):
-        kept[i] = mentions(reply, terms[i]) and not is_refusal(reply)
+        sure = bool(terms[i]) and margins[i] >= NEAR_TIE
+        kept[i] = not is_refusal(reply) and (mentions(reply, terms[i]) or not sure)
     return kept
 
 
