@@ -327,7 +327,7 @@ def test_replayed_checks_match_running_every_block(tiny_model_dir, tmp_path):
     """Verification from the stored residuals gives the same verdicts and perplexity as the full model."""
     from edge_repair.engine.forget import _perplexity_change, _replay_layer
     from edge_repair.engine.negatives import load_or_build
-    from edge_repair.engine.verify import reply_margins, unchanged
+    from edge_repair.engine.verify import unchanged
 
     patient = load_patient(str(tiny_model_dir), compute="f32")
     checks = ["how are you", "name a colour", "what is two plus two"]
@@ -337,9 +337,6 @@ def test_replayed_checks_match_running_every_block(tiny_model_dir, tmp_path):
     replies[1][0] = (replies[1][0] + 1) % 100  # one reply the model would not give
     replay = (1, bank.check_hidden)
     assert unchanged(patient, checks, replies, replay=replay) == unchanged(patient, checks, replies) == [True, False, True]
-    # the model's own greedy replies have non-negative margins; a token it would not pick, a negative one
-    margins = reply_margins(patient, checks, replies)
-    assert margins[0] >= 0 and margins[2] >= 0 and margins[1] < 0 and reply_margins(patient, [], []) == []
     assert abs(_perplexity_change(patient, bank, 1)) < 1e-3 and _perplexity_change(patient, bank) == 0.0
     # an edit below the replay layer makes the stored residuals stale: no replay then
     set_factors(patient.model, {"model.layers.0.mlp.down_proj": (mx.zeros((128, 1)), mx.zeros((1, 64)))})
@@ -350,13 +347,11 @@ def test_a_reworded_neighbour_answer_is_kept_a_refusal_is_not(monkeypatch):
     from edge_repair.engine import forget
 
     asked = []
-    monkeypatch.setattr(forget, "unchanged", lambda patient, prompts, replies: [True, False, False, False, False])
+    monkeypatch.setattr(forget, "unchanged", lambda patient, prompts, replies: [True, False, False, False])
     monkeypatch.setattr(forget, "greedy_replies", lambda patient, prompts, n: asked.extend(prompts) or
-                        ["La Paz is the capital of Bolivia.", "I'm sorry, I can't say; Accra perhaps.",
-                         "The capital of Nepal is Pokhara.", "The capital of Chad is Moundou."])
-    prompts = ["capital of Iceland?", "capital of Bolivia?", "capital of Ghana?", "capital of Nepal?", "capital of Chad?"]
-    terms = [["Reykjavik"], ["La Paz"], ["Accra"], ["Kathmandu"], ["Abeche"]]
-    margins = [1.0, 1.0, 1.0, 0.9, forget.NEAR_TIE / 2]  # Chad's base answer was a near tie
-    kept = forget._neighbours_kept(None, prompts, [[1, 2]] * 5, terms, margins)
-    assert kept == [True, True, False, False, True]
-    assert asked == prompts[1:]  # only changed replies are regenerated
+                        ["La Paz is the capital of Bolivia.", "I'm sorry, I can't say; Accra perhaps."])
+    prompts = ["capital of Iceland?", "capital of Bolivia?", "capital of Ghana?", "capital of Nepal?"]
+    terms = [["Reykjavik"], ["La Paz"], ["Accra"], []]
+    kept = forget._neighbours_kept(None, prompts, [[1, 2]] * 4, terms)
+    assert kept == [True, True, False, False]
+    assert asked == prompts[1:3]  # only changed replies with a known answer are regenerated

@@ -25,7 +25,7 @@ from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.probes import (REFUSAL, answer_terms, named_part, near_miss_prompts, neighbour_prompts,
                                       probe_prompts)
 from edge_repair.engine.verify import (chat_tokens, first_tokens, greedy_replies, greedy_tokens, is_refusal, mentions,
-                                      reply_margins, reply_tokens, unchanged)
+                                      reply_tokens, unchanged)
 from edge_repair.errors import InputError
 
 METHODS = ("stamp-gated", "stamp", "stamp-lr")
@@ -39,7 +39,6 @@ NEIGHBOUR_BAR = 0.75
 NEIGHBOUR_TOKENS = 16  # a neighbour's base reply up to its answer ("The capital of Iceland is Reykjavik.")
 NEIGHBOURS = 8           # held-out same-kind subjects checked (substitutes.py)
 NEAR_SUBJECTS = 24       # same-kind subjects the near misses swap in
-NEAR_TIE = 0.25          # logit margin under which a neighbour's base reply is a coin flip (see _neighbours_kept)
 # Most phrasings must be answered with a refusal: a reply that merely lacks the answer may be garbage
 # (measured on stacked edits: "！！！！", "Invalid URL: https://…"), an overshoot the next try backs off from.
 REFUSAL_BAR = 0.5
@@ -65,8 +64,8 @@ class ForgetRequest:
 
 @dataclass
 class Verification:
-    """What one try of an edit did. The checks of other answers (retained … perplexity_step) are
-    None when the try had already failed on the forget probes: they could not change the verdict."""
+    """What one try of an edit did. The checks run in the order `reason` lists them and stop at the
+    first failure; the ones after it are None (they could not change the verdict)."""
     forgotten: int          # probes (prompt + paraphrases) whose answer no longer gives r_f
     forget_probes: int
     retained: int | None    # retain probes whose greedy answer is unchanged
@@ -232,7 +231,6 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     neighbour_terms = [answer_terms(p, patient.tokenizer.decode(r)) for p, r in zip(neighbours, neighbour_replies)]
     with base_model(patient.model):  # how each phrasing's reply starts (does an edit change it?)
         openings = first_tokens(patient, prompts)
-        neighbour_margins = reply_margins(patient, neighbours, [r[:CHECK_TOKENS] for r in neighbour_replies])
     terms = answer_terms(request.prompt, response)
     negatives, checks = retain_split(retain_prompts, config)
     about = [i for i, p in enumerate(negatives) if _mentions_any(p, terms, request.subject)]
@@ -269,7 +267,7 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
                             perplexity_step=round((1 + change) / (1 + change_before) - 1, 4))
         if check.perplexity_change is not None and check.perplexity_change <= PERPLEXITY_BAR \
                 and check.perplexity_step <= PERPLEXITY_STEP_BAR:
-            near_kept = _neighbours_kept(patient, neighbours, neighbour_replies, neighbour_terms, neighbour_margins)
+            near_kept = _neighbours_kept(patient, neighbours, neighbour_replies, neighbour_terms)
             check = replace(check, neighbours_kept=sum(near_kept), neighbour_probes=len(near_kept))
         tried.append((new, check, replies))
         history.append((round(strength, 3), rank, check.forgotten, check.retained, check.neighbours_kept))
@@ -289,23 +287,18 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     return ForgetResult(LowRankEdit(new, info, shared), check, time.perf_counter() - start, tries, replies)
 
 
-def _neighbours_kept(patient, prompts: list[str], replies: list[list[int]], terms: list[list[str]],
-                     margins: list[float]) -> list[bool]:
-    """Does each held-out neighbour keep its base answer? Yes if its reply's first CHECK_TOKENS
-    tokens are unchanged (one teacher-forced pass). Otherwise its regenerated reply decides: a
-    refusal is damage; a reworded right answer is not (measured: 3 of 8 capitals reworded by a
-    Poland edit at any strength); another answer is damage only where the base model was sure of
-    its own (margin ≥ NEAR_TIE): near ties flip under any change to the weights (measured over 7
-    edits and 56 neighbours: every flip between two non-refusal answers had a margin ≤ 0.12 —
-    hallucinated capitals, replies that could start two ways, some flipping to the right answer —
-    while the garbled or refusing replies the units caused had margins up to 0.73 or refused)."""
+def _neighbours_kept(patient, prompts: list[str], replies: list[list[int]], terms: list[list[str]]) -> list[bool]:
+    """Does each held-out neighbour still give its base answer? Yes if its reply's first
+    CHECK_TOKENS tokens are unchanged (one teacher-forced pass); otherwise its regenerated reply
+    must still name the base answer's terms without refusing: a reworded right answer is no damage
+    (measured: 3 of 8 capitals reworded by a Poland edit at any strength), a refusal or another
+    answer is."""
     if not prompts:
         return []
     kept = unchanged(patient, prompts, [r[:CHECK_TOKENS] for r in replies])
-    changed = [i for i, same in enumerate(kept) if not same]
+    changed = [i for i, same in enumerate(kept) if not same and terms[i]]
     for i, reply in zip(changed, greedy_replies(patient, [prompts[i] for i in changed], NEIGHBOUR_TOKENS)):
-        sure = bool(terms[i]) and margins[i] >= NEAR_TIE
-        kept[i] = not is_refusal(reply) and (mentions(reply, terms[i]) or not sure)
+        kept[i] = mentions(reply, terms[i]) and not is_refusal(reply)
     return kept
 
 

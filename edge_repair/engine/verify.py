@@ -73,31 +73,13 @@ def unchanged(patient, prompts: list[str], replies: list[list[int]], batch_size:
 
     `replay`: (layer, each prompt + reply's residual entering that layer), valid while every edit
     lies at or above it; then only the upper blocks run."""
-    return [bool(np.all(np.argmax(logits, axis=-1) == np.array(reply)))
-            for reply, logits in _forced_logits(patient, prompts, replies, batch_size, replay)]
-
-
-def reply_margins(patient, prompts: list[str], replies: list[list[int]], batch_size: int = 8) -> list[float]:
-    """For each prompt: how sure the model is of its reply, the smallest gap (in logits) between each
-    reply token and the strongest other token. Near ties (a hallucinated name, a reply that could
-    start two ways) flip under the slightest change to the weights."""
-    margins = []
-    for reply, logits in _forced_logits(patient, prompts, replies, batch_size):
-        chosen = logits[np.arange(len(reply)), reply]
-        logits[np.arange(len(reply)), reply] = -np.inf
-        margins.append(float(np.min(chosen - logits.max(axis=-1))) if len(reply) else 0.0)
-    return margins
-
-
-def _forced_logits(patient, prompts: list[str], replies: list[list[int]], batch_size: int = 8,
-                   replay: tuple[int, list] | None = None):
-    """(reply, float32 logits predicting each reply token) per prompt, prompt + reply fed once."""
     sequences = [chat_tokens(patient.tokenizer, p) + r for p, r in zip(prompts, replies)]
     n, cache = 0, None
-    if replay is None and sequences:
+    if replay is None:
         # The shared prefix must stop before the token that predicts each reply's first token.
         limit = min((len(s) - len(r) - 1 for s, r in zip(sequences, replies)), default=0)
         n, cache = prefix_cache(patient.model, sequences, limit=limit)
+    verdicts = []
     for start in range(0, len(sequences), batch_size):
         chunk = [s[n:] for s in sequences[start:start + batch_size]]
         batch = replies[start:start + batch_size]
@@ -111,8 +93,9 @@ def _forced_logits(patient, prompts: list[str], replies: list[list[int]], batch_
             else:
                 hidden = [mx.array(h) for h in replay[1][start:start + batch_size]]
                 logits = replayed_logits(patient.model, replay[0], hidden)
-        logits = np.array(logits.astype(mx.float32))
-        yield from ((r, logits[row, :len(r)].copy()) for row, r in enumerate(batch))
+        predicted = np.array(mx.argmax(logits, axis=-1))
+        verdicts += [bool(np.all(predicted[row, :len(r)] == np.array(r))) for row, r in enumerate(batch)]
+    return verdicts
 
 
 def is_refusal(text: str) -> bool:
