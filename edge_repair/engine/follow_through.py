@@ -28,8 +28,7 @@ def build(patient, bank, layers: list[int]) -> dict[int, tuple[gated.Unit, int]]
     every = datasets.general_questions()
     questions = every[:: max(1, len(every) // QUESTIONS)][:QUESTIONS]  # spread over the kinds of question
     captured = units.refusal_captures(patient.model, tok, questions, layers, reply_tokens(tok, REFUSAL))
-    found = units.layer_units(*captured, layers, bank, {l: set() for l in layers}, excluded=bank.refusal_prose,
-                              ridge=RIDGE)
+    found = units.layer_units(*captured, layers, bank, {l: set() for l in layers}, ridge=RIDGE)
     return {layer: (unit, neuron) for layer, unit, neuron in found}
 
 

@@ -170,11 +170,7 @@ def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeB
         if rank not in by_rank:
             with base_model(model):
                 continuation = units.refusal_captures(model, tok, prompts, layers, reply_tokens(tok, REFUSAL))
-            # Prose in which someone declines is no negative here: measured, with it the unit could not
-            # keep a fine-tuned profile's reply refusing (3 of 4 phrasings, at strength 1 and 1.5); the
-            # guard, which holds such prose too, still catches a unit that misfires on it.
-            by_rank[rank] = by_rank[1] + units.layer_units(
-                *continuation, layers, **{**solve, "excluded": [*excluded, *bank.refusal_prose]})
+            by_rank[rank] = by_rank[1] + units.layer_units(*continuation, layers, **solve)
         parts = []
         for layer, unit, neuron in by_rank[rank]:
             scaled = gated.Unit(unit.gate, unit.up, unit.down * strength, unit.margin)

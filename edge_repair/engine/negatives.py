@@ -19,10 +19,10 @@ from edge_repair import datasets
 from edge_repair.engine.capture import capture, residuals
 from edge_repair.engine.gated import Unit
 from edge_repair.engine.quality import token_perplexity
-from edge_repair.engine.verify import REFUSAL, chat_tokens, greedy_tokens, reply_tokens
+from edge_repair.engine.verify import chat_tokens, greedy_tokens, reply_tokens
 
 LABEL = "negative-bank"
-VERSION = "12"  # bump when the cached content changes
+VERSION = "11"  # bump when the cached content changes
 GUARD_PARAGRAPHS = 8  # the last paragraphs of the general text are never negatives: an honest perplexity guard
 GUARD_TOKENS = 64
 CHECK_TOKENS = 8  # reply tokens compared when checking that other answers stay put
@@ -45,8 +45,6 @@ class NegativeBank:
     guard_hidden: list[np.ndarray] = field(default_factory=list)
     # datasets.entities() as the model represents them (substitutes.py), one row each.
     entity_vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
-    # Negative prompts (indices as in `lengths`) of prose in which someone declines or apologises.
-    refusal_prose: list[int] = field(default_factory=list)
 
     def __post_init__(self):
         # Rows stay float16 in memory (half the RSS of a bank); a layer is widened when solved.
@@ -84,7 +82,6 @@ class NegativeBank:
                 arrays[name] = np.concatenate(hidden)
         arrays["replay_layer"] = np.array(self.replay_layer)
         arrays["entity_vectors"] = self.entity_vectors
-        arrays["refusal_prose"] = np.array(self.refusal_prose, np.int64)
         for l, (unit, neuron) in self.follow_through.items():
             arrays[f"follow{l}"] = np.stack([unit.gate, unit.up, unit.down])
             arrays[f"follow_neuron{l}"] = np.array([neuron, unit.margin])
@@ -107,9 +104,9 @@ class NegativeBank:
             hidden = {name: _split(arrays[name], arrays[f"{name}_lengths"]) if name in arrays.files else []
                       for name in ("check_hidden", "guard_hidden")}
             replay_layer = int(arrays["replay_layer"])
-            entity_vectors, refusal_prose = arrays["entity_vectors"], arrays["refusal_prose"].tolist()
+            entity_vectors = arrays["entity_vectors"]
         return cls(rows, use, lengths, grams, checks, guard, guard_perplexity, follow, replay_layer, **hidden,
-                   entity_vectors=entity_vectors, refusal_prose=refusal_prose)
+                   entity_vectors=entity_vectors)
 
 
 def _split(rows: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
@@ -128,10 +125,8 @@ def build(patient, prompts: list[str], layers: list[int], checks: list[str] = ()
         lists = [chat_tokens(patient.tokenizer, p) + r for p, r in zip(prompts, replies)]
         # Units keyed only on chat-formatted negatives misfire on raw text (stacked edits then
         # wreck perplexity), so every token of shipped everyday prose is a negative too.
-        text = datasets.general_text()
-        prose = [reply_tokens(patient.tokenizer, p) for p in text]
+        prose = [reply_tokens(patient.tokenizer, p) for p in datasets.general_text()]
         lists += prose[:-GUARD_PARAGRAPHS]
-        refusal_prose = [len(prompts) + i for i, p in enumerate(text[:-GUARD_PARAGRAPHS]) if REFUSAL.search(p)]
         rows = mlp_inputs(patient.model, lists, layers)
         use = {l: neuron_contribution(*mlp_weights(patient.model, l), rows[l].astype(np.float32)) for l in layers}
         check_replies = greedy_tokens(patient, list(checks), CHECK_TOKENS) if checks else []
@@ -139,7 +134,7 @@ def build(patient, prompts: list[str], layers: list[int], checks: list[str] = ()
         guard = [p[:GUARD_TOKENS] for p in prose[-GUARD_PARAGRAPHS:]]
         guard_perplexity = token_perplexity(patient.model, guard)
         bank = NegativeBank(rows, use, [len(t) for t in lists], check_replies=check_replies, guard_tokens=guard,
-                            guard_perplexity=guard_perplexity, refusal_prose=refusal_prose)
+                            guard_perplexity=guard_perplexity)
         bank.follow_through = follow_through.build(patient, bank, layers)
         bank.replay_layer = min(layers)
         bank.entity_vectors = substitutes.representations(patient.model, patient.tokenizer, datasets.entities(),
