@@ -1,5 +1,9 @@
 """Schema, counts and disjointness of the packaged data sets (fast; no model)."""
 
+import json
+import re
+from importlib import resources
+
 import pytest
 
 from edge_repair import datasets
@@ -92,3 +96,14 @@ def test_each_call_reads_a_fresh_copy():
     first = datasets.facts()
     first.clear()
     assert datasets.facts()
+
+
+def test_dialogues_are_well_formed_and_held_out_batches_are_named():
+    dialogues = json.loads(resources.files("edge_repair").joinpath("data", "dialogues.json").read_text())
+    assert len({d["id"] for d in dialogues}) == len(dialogues) >= 60
+    for d in dialogues:
+        assert d["expect"] in ("unlearn", "chat") and d["message"].strip()
+        assert all(turn["role"] in ("user", "assistant") for turn in d["history"])
+        held_out = d["category"].startswith("heldout-")
+        # a held-out batch is named by its id prefix ("heldout3-…"), which the pipeline benchmark reports apart
+        assert held_out == bool(re.match(r"heldout\d+-", d["id"])), d["id"]
