@@ -49,6 +49,9 @@ PERPLEXITY_BAR = 0.05
 PERPLEXITY_STEP_BAR = 0.03
 
 
+UNCHECKED = "the other answers were not checked"
+
+
 @dataclass
 class ForgetRequest:
     prompt: str                      # p_f, e.g. "What is the capital of France?"
@@ -92,14 +95,18 @@ class Verification:
             return f"the answer still came out on {self.forget_probes - self.forgotten} of {self.forget_probes} phrasings"
         if self.refused < REFUSAL_BAR * self.forget_probes:
             return f"only {self.refused} of {self.forget_probes} phrasings were answered with a refusal (the rest garbled)"
-        if self.retained is None or self.perplexity_change is None or self.neighbours_kept is None:
-            return "the other answers were not checked"
+        if self.retained is None:
+            return UNCHECKED
         if self.retained < RETAIN_BAR * self.retain_probes:
             return f"{self.retain_probes - self.retained} of {self.retain_probes} unrelated answers changed"
+        if self.perplexity_change is None:
+            return UNCHECKED
         if self.perplexity_change > PERPLEXITY_BAR:
             return f"perplexity on unseen text rose {100 * self.perplexity_change:.0f} %"
         if self.perplexity_step > PERPLEXITY_STEP_BAR:
             return f"this edit alone raised perplexity on unseen text {100 * self.perplexity_step:.1f} %"
+        if self.neighbours_kept is None:
+            return UNCHECKED
         if self.neighbours_kept < NEIGHBOUR_BAR * self.neighbour_probes:
             return (f"the same question about {self.neighbour_probes - self.neighbours_kept} of "
                     f"{self.neighbour_probes} other subjects changed too (similar earlier edits add up)")
@@ -253,18 +260,24 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
         # Checks run cheapest-first and stop at the first failure: the next try depends only on
         # whether the answer leaked, and a failed try's remaining checks cannot verify it.
         replay = _replay_layer(patient.model, bank)
-        if check.forget_passed:
+
+        def retained():
             kept = unchanged(patient, retain_checks, baseline,
                              replay=(replay, [bank.check_hidden[i] for i in kept_checks]) if replay else None)
-            check = replace(check, retained=sum(kept), retain_probes=len(kept))
-        if check.retained is not None and check.retained >= RETAIN_BAR * check.retain_probes:
+            return {"retained": sum(kept), "retain_probes": len(kept)}
+
+        def perplexity():
             change = _perplexity_change(patient, bank, replay)
-            check = replace(check, perplexity_change=change,
-                            perplexity_step=round((1 + change) / (1 + change_before) - 1, 4))
-        if check.perplexity_change is not None and check.perplexity_change <= PERPLEXITY_BAR \
-                and check.perplexity_step <= PERPLEXITY_STEP_BAR:
-            near_kept = _neighbours_kept(patient, neighbours, neighbour_replies, neighbour_terms)
-            check = replace(check, neighbours_kept=sum(near_kept), neighbour_probes=len(near_kept))
+            return {"perplexity_change": change, "perplexity_step": round((1 + change) / (1 + change_before) - 1, 4)}
+
+        def neighbours_kept():
+            kept = _neighbours_kept(patient, neighbours, neighbour_replies, neighbour_terms)
+            return {"neighbours_kept": sum(kept), "neighbour_probes": len(kept)}
+
+        for stage in (retained, perplexity, neighbours_kept):
+            if check.reason != UNCHECKED:
+                break
+            check = replace(check, **stage())
         tried.append((new, check, replies))
         history.append((round(strength, 3), rank, check.forgotten, check.retained, check.neighbours_kept))
         if check.verified:
