@@ -70,7 +70,7 @@ def _without(rows: np.ndarray, basis: np.ndarray | None) -> np.ndarray:
 def gated_unit(positives: np.ndarray, negatives: np.ndarray, targets: np.ndarray, lam: float = 0.1,
                sharpness: float = 12.0, strength: float = 1.0, bank_rows: np.ndarray | None = None,
                bank_gram: np.ndarray | None = None, bias: np.ndarray | None = None, threshold: float = 0.0,
-               blind: np.ndarray | None = None) -> Unit:
+               blind: np.ndarray | None = None, rounds: int = 3) -> Unit:
     """A unit that adds ≈ strength·targets on `positives` and ≈ 0 on `negatives`.
 
     `targets`: one shift (d_out,) for every positive, or one row per positive for the first
@@ -79,7 +79,7 @@ def gated_unit(positives: np.ndarray, negatives: np.ndarray, targets: np.ndarray
     score passes `threshold`: h ≈ s·relu(w·x − θ)², the bias SwiGLU's gate and up lack.
     `blind`: directions the key ignores (see key_classifier).
     """
-    w = key_classifier(positives, negatives, lam, bank_rows, bank_gram, blind=blind)
+    w = key_classifier(positives, negatives, lam, bank_rows, bank_gram, rounds=rounds, blind=blind)
     key = w if bias is None else w - threshold * bias
     scores_pos = positives @ key
     negative_scores = [negatives @ key] + ([bank_rows @ key] if bank_rows is not None else [])

@@ -27,7 +27,7 @@ def refusal_captures(model, tokenizer, prompts: list[str], layers: list[int],
 
 def layer_units(plain: Activations, refusing: Activations, layers: list[int], bank, taken: dict[int, set],
                 near: dict | None = None, excluded: list[int] = (), ridge: float = 0.1, blind: bool = True,
-                threshold: float = 0.0) -> list[tuple[int, gated.Unit, int]]:
+                threshold: float = 0.0, rounds: int = 3) -> list[tuple[int, gated.Unit, int]]:
     """(layer, unit, neuron) per layer; the neuron is the least used one not in `taken` (marked taken).
 
     Each layer's unit adds what the layers below have not: the shift's increment. `near`: layer ->
@@ -47,7 +47,7 @@ def layer_units(plain: Activations, refusing: Activations, layers: list[int], ba
         # and fires again on every similar question another edit is already refusing (overshoot).
         unit = gated.gated_unit(np.concatenate([X, X_ref]), negatives, step, lam=ridge, bank_rows=bank_rows,
                                 bank_gram=bank_gram, bias=bias, threshold=threshold,
-                                blind=X_ref - X if blind else None)
+                                blind=X_ref - X if blind else None, rounds=rounds)
         neuron = gated.least_used_neuron(bank.neuron_use[layer], taken[layer])
         taken[layer].add(neuron)
         units.append((layer, unit, neuron))
