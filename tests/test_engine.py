@@ -116,9 +116,6 @@ def test_an_edit_that_changes_its_neighbours_is_not_verified():
     assert "1 of 4 phrasings" in Verification(3, 4, 16, 16, 4).reason
     assert "perplexity" in Verification(4, 4, 16, 16, 4, 0.2).reason
     assert Verification(4, 4, 16, 16, 2).verified and "only 1 of 4" in Verification(4, 4, 16, 16, 1).reason
-    # a neighbour that now refuses is the units firing on it, however many others kept their answer
-    refusing = Verification(4, 4, 16, 16, 4, 0.0, neighbours_kept=7, neighbour_probes=8, neighbours_refused=1)
-    assert not refusing.verified and "1 of 8 other subjects is now refused" in refusing.reason
 
 
 def test_a_leaking_try_is_not_checked_further_and_never_verified():
@@ -344,20 +341,14 @@ def test_replayed_checks_match_running_every_block(tiny_model_dir, tmp_path):
 
 
 def test_a_reworded_neighbour_answer_is_kept_a_refusal_is_not(monkeypatch):
-    from types import SimpleNamespace
-
     from edge_repair.engine import forget
 
     asked = []
-    monkeypatch.setattr(forget, "unchanged", lambda patient, prompts, replies: [True, False, False, False, False])
+    monkeypatch.setattr(forget, "unchanged", lambda patient, prompts, replies: [True, False, False, False])
     monkeypatch.setattr(forget, "greedy_replies", lambda patient, prompts, n: asked.extend(prompts) or
-                        ["La Paz is the capital of Bolivia.", "I'm sorry, I can't say; Accra perhaps.",
-                         "Kathmandu, I think.", "I don't know that."])
-    base = {1: "The capital is Reykjavik.", 2: "I'm not sure, sorry."}  # token id -> base reply
-    patient = SimpleNamespace(tokenizer=SimpleNamespace(decode=lambda ids: base[ids[0]]))
-    prompts = ["capital of Iceland?", "capital of Bolivia?", "capital of Ghana?", "capital of Nepal?", "capital of Chad?"]
-    terms = [["Reykjavik"], ["La Paz"], ["Accra"], [], []]
-    kept, refused = forget._neighbours_kept(patient, prompts, [[1]] * 4 + [[2]], terms)
-    assert kept == [True, True, False, False, False]
-    assert asked == prompts[1:]  # every changed reply is regenerated
-    assert refused == 1  # Ghana now refuses; Chad refused already before the edit
+                        ["La Paz is the capital of Bolivia.", "I'm sorry, I can't say; Accra perhaps."])
+    prompts = ["capital of Iceland?", "capital of Bolivia?", "capital of Ghana?", "capital of Nepal?"]
+    terms = [["Reykjavik"], ["La Paz"], ["Accra"], []]
+    kept = forget._neighbours_kept(None, prompts, [[1, 2]] * 4, terms)
+    assert kept == [True, True, False, False]
+    assert asked == prompts[1:3]  # only changed replies with a known answer are regenerated

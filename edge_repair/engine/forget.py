@@ -78,7 +78,6 @@ class Verification:
     neighbours_kept: int | None = 0        # the forget question about held-out other subjects, still answered as before
     neighbour_probes: int | None = 0
     perplexity_step: float | None = 0.0    # the same change relative to the model before this edit
-    neighbours_refused: int | None = 0     # of those changed, how many are now refused (the units fired on them)
 
     @property
     def forget_passed(self) -> bool:
@@ -111,9 +110,6 @@ class Verification:
         if self.neighbours_kept < NEIGHBOUR_BAR * self.neighbour_probes:
             return (f"the same question about {self.neighbour_probes - self.neighbours_kept} of "
                     f"{self.neighbour_probes} other subjects changed too (similar earlier edits add up)")
-        if self.neighbours_refused:
-            return (f"the same question about {self.neighbours_refused} of {self.neighbour_probes} other subjects "
-                    f"is now refused (similar earlier edits add up)")
         return None
 
     def as_dict(self) -> dict:
@@ -261,7 +257,7 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
         tokens = greedy_tokens(patient, prompts, config.verify_tokens)
         replies = [patient.tokenizer.decode(t).strip() for t in tokens]
         check = Verification(sum(not mentions(r, terms) for r in replies), len(prompts), None, None,
-                             sum(is_refusal(r) for r in replies), None, None, None, None, None)
+                             sum(is_refusal(r) for r in replies), None, None, None, None)
         # Checks run cheapest-first and stop at the first failure: the next try depends only on
         # whether the answer leaked, and a failed try's remaining checks cannot verify it.
         replay = _replay_layer(patient.model, bank)
@@ -276,8 +272,8 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
             return {"perplexity_change": change, "perplexity_step": round((1 + change) / (1 + change_before) - 1, 4)}
 
         def neighbours_kept():
-            kept, refused = _neighbours_kept(patient, neighbours, neighbour_replies, neighbour_terms)
-            return {"neighbours_kept": sum(kept), "neighbour_probes": len(kept), "neighbours_refused": refused}
+            kept = _neighbours_kept(patient, neighbours, neighbour_replies, neighbour_terms)
+            return {"neighbours_kept": sum(kept), "neighbour_probes": len(kept)}
 
         for stage in (retained, perplexity, neighbours_kept):
             if check.reason != UNCHECKED:
@@ -301,24 +297,19 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     return ForgetResult(LowRankEdit(new, info, shared), check, time.perf_counter() - start, tries, replies)
 
 
-def _neighbours_kept(patient, prompts: list[str], replies: list[list[int]],
-                     terms: list[list[str]]) -> tuple[list[bool], int]:
-    """(does each held-out neighbour still give its base answer?, how many are now refused).
-
-    Kept if its reply's first CHECK_TOKENS tokens are unchanged (one teacher-forced pass);
-    otherwise its regenerated reply must still name the base answer's terms without refusing: a
-    reworded right answer is no damage (measured: 3 of 8 capitals reworded by a Poland edit at any
-    strength), a refusal or another answer is. A refusal is the units' own output, so it is
-    counted apart: another answer may be a near tie flipping, a refusal never is."""
+def _neighbours_kept(patient, prompts: list[str], replies: list[list[int]], terms: list[list[str]]) -> list[bool]:
+    """Does each held-out neighbour still give its base answer? Yes if its reply's first
+    CHECK_TOKENS tokens are unchanged (one teacher-forced pass); otherwise its regenerated reply
+    must still name the base answer's terms without refusing: a reworded right answer is no damage
+    (measured: 3 of 8 capitals reworded by a Poland edit at any strength), a refusal or another
+    answer is."""
     if not prompts:
-        return [], 0
+        return []
     kept = unchanged(patient, prompts, [r[:CHECK_TOKENS] for r in replies])
-    changed = [i for i, same in enumerate(kept) if not same]
-    refused = 0
+    changed = [i for i, same in enumerate(kept) if not same and terms[i]]
     for i, reply in zip(changed, greedy_replies(patient, [prompts[i] for i in changed], NEIGHBOUR_TOKENS)):
-        kept[i] = bool(terms[i]) and mentions(reply, terms[i]) and not is_refusal(reply)
-        refused += is_refusal(reply) and not is_refusal(patient.tokenizer.decode(replies[i]))
-    return kept, refused
+        kept[i] = mentions(reply, terms[i]) and not is_refusal(reply)
+    return kept
 
 
 def _adapted(strength: float, rank: int, drifted: list[bool], can_grow: bool) -> tuple[float, int]:
