@@ -55,22 +55,6 @@ def test_shared_prefix_is_run_once_without_changing_activations(tiny_model_dir):
     assert mx.allclose(ends.mlp_in[1], separate.mlp_in[1][picked], atol=1e-4)
 
 
-def test_batches_in_sorted_order_share_their_own_start_without_changing_activations(tiny_model_dir):
-    model = load_patient(str(tiny_model_dir), compute="f32").model
-    head = list(range(3, 15))
-    # two "phrasings" interleaved: sorting puts each pair in one batch, whose common start runs once
-    prompts = [head + [40, 41, 42, 50], head + [60, 61, 70, 71], head + [40, 41, 42, 51, 52], head + [60, 61, 72]]
-    grouped = capture(model, prompts, [1, 3], batch_size=2)
-    separate = capture(model, prompts, [1, 3], batch_size=2, min_prefix=10**6)
-    assert grouped.lengths == separate.lengths
-    for layer in (1, 3):
-        assert mx.allclose(grouped.mlp_in[layer], separate.mlp_in[layer], atol=1e-4)
-        assert mx.allclose(grouped.resid[layer], separate.resid[layer], atol=1e-3)
-    last = capture(model, prompts, [3], batch_size=2, positions=[-1])
-    picked = mx.array([separate.rows(i, [-1])[0] for i in range(len(prompts))])
-    assert mx.allclose(last.mlp_in[3], separate.mlp_in[3][picked], atol=1e-4)
-
-
 def test_greedy_and_teacher_forced_checks_agree_with_a_shared_prefix(tiny_model_dir):
     patient = load_patient(str(tiny_model_dir), compute="f32")
     prompts = ["hello there", "what is up", "tell me more"]

@@ -105,10 +105,9 @@ def capture(model: nn.Module, token_lists: list[list[int]], layers: list[int], b
     """MLP inputs/outputs and residuals at `layers` for every real token of every prompt.
 
     Only the `kinds` asked for are kept, and with `positions` (e.g. [-1]) only those positions of
-    each prompt: every kept row is d floats per kind and layer, and an edit needs few of them.
-    Batches are formed in sorted order so that a batch's own common start (near misses of one
-    phrasing share every word before the swapped subject) is also run once."""
+    each prompt: every kept row is d floats per kind and layer, and an edit needs few of them."""
     layers = sorted(set(layers))
+    collected = {kind: {l: [] for l in layers} for kind in kinds}
     n_prefix = shared_prefix(token_lists) if len(token_lists) > 1 else 0
     shared, prefix_record = None, None
     if n_prefix >= min_prefix and _plain_kv_cache(model):
@@ -116,25 +115,16 @@ def capture(model: nn.Module, token_lists: list[list[int]], layers: list[int], b
         prefix_record = _run_tapped(model, mx.array([token_lists[0][:n_prefix]]), layers, shared)
     else:
         n_prefix = 0
-    order = sorted(range(len(token_lists)), key=lambda i: token_lists[i][n_prefix:]) if shared else range(len(token_lists))
-    order = list(order)
-    kept: dict = {kind: {l: [None] * len(token_lists) for l in layers} for kind in kinds}
-    for start in range(0, len(order), batch_size):
-        picked = order[start:start + batch_size]
-        chunk = [token_lists[i][n_prefix:] for i in picked]
-        cache, heads = shared, ([prefix_record] if prefix_record else [])
-        extra = shared_prefix(chunk) if shared and len(chunk) > 1 else 0
-        if extra >= 2:
-            cache = repeat_cache(shared, 1)
-            heads = heads + [_run_tapped(model, mx.array([chunk[0][:extra]]), layers, cache)]
-            chunk = [t[extra:] for t in chunk]
-        record = _run_tapped(model, pad_batch(chunk), layers, repeat_cache(cache, len(chunk)) if cache else None)
-        for kind in kinds:
+    for start in range(0, len(token_lists), batch_size):
+        chunk = [t[n_prefix:] for t in token_lists[start:start + batch_size]]
+        cache = repeat_cache(shared, len(chunk)) if shared else None
+        record = _run_tapped(model, pad_batch(chunk), layers, cache)
+        for kind in collected:
             for l in layers:
-                head = [h[kind][l][0] for h in heads]
-                for row, (i, t) in enumerate(zip(picked, chunk)):
-                    kept[kind][l][i] = _kept(head, record[kind][l][row, : len(t)], positions)
-    merged = {kind: {l: mx.concatenate(v, axis=0).astype(mx.float32) for l, v in per.items()} for kind, per in kept.items()}
+                full = record[kind][l]
+                head = [prefix_record[kind][l][0]] if prefix_record else []
+                collected[kind][l].extend(_kept(head, full[i, : len(t)], positions) for i, t in enumerate(chunk))
+    merged = {kind: {l: mx.concatenate(v, axis=0).astype(mx.float32) for l, v in per.items()} for kind, per in collected.items()}
     for per in merged.values():
         mx.eval(list(per.values()))
     lengths = [len(t) for t in token_lists] if positions is None else [len(positions)] * len(token_lists)
