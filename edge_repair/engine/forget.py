@@ -135,7 +135,7 @@ class EngineConfig:
     threshold: float = 0.0      # >0: key score a unit opens at (measured: hurts perplexity on raw text)
     blind: bool = True          # keys ignore the refusal shift's directions
     ridge: float = 0.1          # λ of the key solve: larger keeps keys off directions the retain rows barely span
-    key_rounds: int = 3         # reweighting rounds of the key solve (gated.key_classifier)
+    key_rounds: int = gated.KEY_ROUNDS  # reweighting rounds of the key solve (gated.key_classifier)
 
 
 def band(num_layers: int, layers: str | list[int]) -> list[int]:

@@ -27,7 +27,7 @@ def refusal_captures(model, tokenizer, prompts: list[str], layers: list[int],
 
 def layer_units(plain: Activations, refusing: Activations, layers: list[int], bank, taken: dict[int, set],
                 near: dict | None = None, excluded: list[int] = (), ridge: float = 0.1, blind: bool = True,
-                threshold: float = 0.0, rounds: int = 3) -> list[tuple[int, gated.Unit, int]]:
+                threshold: float = 0.0, rounds: int = gated.KEY_ROUNDS) -> list[tuple[int, gated.Unit, int]]:
     """(layer, unit, neuron) per layer; the neuron is the least used one not in `taken` (marked taken).
 
     Each layer's unit adds what the layers below have not: the shift's increment. `near`: layer ->
