@@ -206,7 +206,8 @@ def sequential(patient, facts, count, retain, config, bank, chat, chat_base, ppl
         verified += result.verification.verified
         print(json.dumps({"sequential": fact["id"], "verified": result.verification.verified,
                           "history": result.edit.info["history"], "guard": result.edit.info["perplexity_change"],
-                          "guard_step": result.edit.info["perplexity_step"]}), file=sys.stderr, flush=True)
+                          "guard_step": result.edit.info["perplexity_step"], "reason": result.verification.reason}),
+              file=sys.stderr, flush=True)
     rest = [f for f in facts if f not in forgotten]
     kept = facts_kept(patient, rest)
     replies = greedy_replies(patient, [f["question"] for f in forgotten], 24)
@@ -215,7 +216,8 @@ def sequential(patient, facts, count, retain, config, bank, chat, chat_base, ppl
               "still_forgotten": sum(still), "others_kept_pct": round(100 * sum(kept) / max(len(rest), 1), 1),
               "chat_unchanged_pct": round(100 * sum(unchanged(patient, chat, chat_base)) / len(chat), 1),
               "refusal_pct": round(100 * sum(map(is_refusal, replies)) / count, 1),
-              "ppl_change_pct": round(100 * (perplexity(patient, ppl_text) / base_ppl - 1), 2)}
+              "ppl_change_pct": round(100 * (perplexity(patient, ppl_text) / base_ppl - 1), 2),
+              "others_lost": [f["id"] for f, k in zip(rest, kept) if not k]}
     print(json.dumps({"sequential": result}))
     return result
 

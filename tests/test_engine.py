@@ -38,6 +38,13 @@ def _separable_rows(d: int = 32):
     return positives, negatives, rng.normal(size=d)
 
 
+def test_relative_firing_is_one_on_the_weakest_positive():
+    positives, negatives, delta = _separable_rows()
+    unit = gated.gated_unit(positives, negatives, delta)
+    firing = gated.relative_firing(unit.gate[None], unit.up[None], np.concatenate([positives, negatives]))[:, 0]
+    assert np.isclose(firing[:6].min(), 1.0, atol=1e-3) and np.median(np.abs(firing[6:])) < 0.05
+
+
 def test_gated_unit_fires_on_positives_only():
     positives, negatives, delta = _separable_rows()
     unit = gated.gated_unit(positives, negatives, delta)
@@ -352,3 +359,50 @@ def test_a_reworded_neighbour_answer_is_kept_a_refusal_is_not(monkeypatch):
     kept = forget._neighbours_kept(None, prompts, [[1, 2]] * 4, terms)
     assert kept == [True, True, False, False]
     assert asked == prompts[1:3]  # only changed replies with a known answer are regenerated
+
+
+def test_wide_neighbours_count_only_new_refusal_openings(tiny_model_dir, monkeypatch):
+    """A subject counts when its reply now opens like the refusal and did not open so before."""
+    from edge_repair.engine import forget
+    from edge_repair.engine.verify import reply_tokens
+
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    opener = reply_tokens(patient.tokenizer, forget.REFUSAL)[0]
+    answers = iter([[5, opener, 7, 8], [opener, opener, 7, 9]])  # base, then after an edit
+    monkeypatch.setattr(forget, "first_tokens", lambda patient, prompts: next(answers))
+    wide = forget._WideNeighbours(patient, ["q1", "q2", "q3", "q4"], [1, 2])
+    assert wide.newly_refusing() == [0]  # q2 refused before the edit too; q4 changed but does not refuse
+    assert forget._WideNeighbours(patient, [], [1]).newly_refusing() == []
+
+
+def test_an_edit_that_tips_many_same_kind_subjects_into_refusal_is_not_verified():
+    from edge_repair.engine.forget import WIDE_BAR, Verification
+
+    assert Verification(4, 4, 16, 16, 4, wide_refused=WIDE_BAR, wide_probes=64).verified
+    tipping = Verification(4, 4, 16, 16, 4, wide_refused=WIDE_BAR + 1, wide_probes=64)
+    assert not tipping.verified and f"{WIDE_BAR + 1} of 64 other subjects" in tipping.reason
+
+
+def test_further_near_misses_push_the_new_units_down_on_them(tiny_model_dir, tmp_path):
+    """A re-solve with the inputs a try tipped into refusal as near misses fires less on them."""
+    from edge_repair.engine.forget import EngineConfig, _WideNeighbours, gated_edit
+    from edge_repair.engine.negatives import load_or_build
+
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    bank = load_or_build(patient, ["hello there", "what is up", "tell me a story"], [1, 2], home=tmp_path)
+    prompts = ["What is the capital of France?", "France's capital?"]
+    solved = gated_edit(patient, prompts, "France", bank, [1, 2], EngineConfig(near_misses=1), stand_ins=["Spain"])
+    wide = _WideNeighbours(patient, ["What is the capital of Peru?", "What is the capital of Chile?"], [1, 2])
+    extra = wide.rows({0: 1, 1: 1})
+    assert extra[1].shape == (8, 64) and wide.rows({0: 2})[2].shape == (16, 64) and wide.rows({}) is None
+
+    def firing(factors, layer):
+        rows = []
+        for name in ("gate_proj", "up_proj"):
+            a, b = (np.array(f) for f in factors[f"model.layers.{layer}.mlp.{name}"])
+            neuron = int(np.flatnonzero(b[0])[0])
+            rows.append(np.array(getattr(patient.model.layers[layer].mlp, name).weight)[neuron] + a[:, 0])
+        return gated.relative_firing(rows[0][None], rows[1][None], extra[layer])[:, 0]
+
+    plain, avoiding = solved(1.0), solved(1.0, 1, extra)
+    assert all(firing(avoiding, l).max() < firing(plain, l).max() for l in (1, 2))

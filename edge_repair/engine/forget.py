@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 import mlx.core as mx
+import numpy as np
 
 from edge_repair import datasets
 from edge_repair.engine import follow_through, gated, literal, substitutes, units
@@ -39,6 +40,13 @@ NEIGHBOUR_BAR = 0.75
 NEIGHBOUR_TOKENS = 16  # a neighbour's base reply up to its answer ("The capital of Iceland is Reykjavik.")
 NEIGHBOURS = 8           # held-out same-kind subjects checked (substitutes.py)
 NEAR_SUBJECTS = 24       # same-kind subjects the near misses swap in
+# The forget question about many same-kind subjects, checked on the reply's first token only:
+# similar edits' units each fire a little on all of them and together tip some into a refusal
+# (measured: Russia's edit after Germany's refused 15 of 40 other capitals, 4 of them among the 8
+# neighbours). A try that tips more than WIDE_BAR is re-solved with those subjects as near misses.
+WIDE_NEIGHBOURS = 64
+WIDE_BAR = 1            # of them, this many may newly open with a refusal (near-tie flips)
+AVOID_WEIGHT = 4        # a tipped subject's weight as a near miss in the next solve, per time it tipped
 # Most phrasings must be answered with a refusal: a reply that merely lacks the answer may be garbage
 # (measured on stacked edits: "！！！！", "Invalid URL: https://…"), an overshoot the next try backs off from.
 REFUSAL_BAR = 0.5
@@ -78,6 +86,8 @@ class Verification:
     neighbours_kept: int | None = 0        # the forget question about held-out other subjects, still answered as before
     neighbour_probes: int | None = 0
     perplexity_step: float | None = 0.0    # the same change relative to the model before this edit
+    wide_refused: int | None = 0           # wide neighbours whose reply now opens like a refusal and did not before
+    wide_probes: int | None = 0
 
     @property
     def forget_passed(self) -> bool:
@@ -95,6 +105,11 @@ class Verification:
             return f"the answer still came out on {self.forget_probes - self.forgotten} of {self.forget_probes} phrasings"
         if self.refused < REFUSAL_BAR * self.forget_probes:
             return f"only {self.refused} of {self.forget_probes} phrasings were answered with a refusal (the rest garbled)"
+        if self.wide_refused is None:
+            return UNCHECKED
+        if self.wide_refused > WIDE_BAR:
+            return (f"the same question about {self.wide_refused} of {self.wide_probes} other subjects would be refused "
+                    f"too (similar earlier edits add up)")
         if self.retained is None:
             return UNCHECKED
         if self.retained < RETAIN_BAR * self.retain_probes:
@@ -136,6 +151,7 @@ class EngineConfig:
     blind: bool = True          # keys ignore the refusal shift's directions
     ridge: float = 0.1          # λ of the key solve: larger keeps keys off directions the retain rows barely span
     key_rounds: int = gated.KEY_ROUNDS  # reweighting rounds of the key solve (gated.key_classifier)
+    wide_neighbours: int = WIDE_NEIGHBOURS  # same-kind subjects whose reply's opening is checked (0: none)
 
 
 def band(num_layers: int, layers: str | list[int]) -> list[int]:
@@ -172,15 +188,24 @@ def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeB
     solve = {"bank": bank, "taken": taken, "near": X_near, "excluded": excluded, "ridge": config.ridge,
              "blind": config.blind, "threshold": config.threshold, "rounds": config.key_rounds}
     weights = {l: mlp_weights(model, l) for l in layers}
-    by_rank = {1: units.layer_units(*answer, layers, **solve)}
+    captured, solved = {1: answer}, {}
 
-    def factors(strength: float, rank: int = 1) -> dict:
-        if rank not in by_rank:
+    def layer_units(rank: int, extra: dict | None) -> list:
+        near = X_near if not extra else {l: mx.concatenate([X_near[l], mx.array(extra[l])]) for l in layers}
+        taken_now = {l: set(t) for l, t in taken.items()}
+        return [u for r in range(1, rank + 1)
+                for u in units.layer_units(*captured[r], layers, **{**solve, "near": near, "taken": taken_now})]
+
+    def factors(strength: float, rank: int = 1, extra: dict | None = None) -> dict:
+        """`extra`: layer -> rows of further near misses (inputs an earlier try tipped into a refusal)."""
+        if rank not in captured:
             with base_model(model):
-                continuation = units.refusal_captures(model, tok, prompts, layers, reply_tokens(tok, REFUSAL))
-            by_rank[rank] = by_rank[1] + units.layer_units(*continuation, layers, **solve)
+                captured[rank] = units.refusal_captures(model, tok, prompts, layers, reply_tokens(tok, REFUSAL))
+        key = (rank, len(next(iter(extra.values()))) if extra else 0)  # extra rows only ever grow
+        if key not in solved:
+            solved[key] = layer_units(rank, extra)
         parts = []
-        for layer, unit, neuron in by_rank[rank]:
+        for layer, unit, neuron in solved[key]:
             scaled = gated.Unit(unit.gate, unit.up, unit.down * strength, unit.margin)
             parts.append({f"model.layers.{layer}.mlp.{name}": (mx.array(a), mx.array(b))
                           for name, (a, b) in gated.neuron_factors(scaled, neuron, *weights[layer]).items()})
@@ -224,7 +249,9 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     start = time.perf_counter()
     prompts = probe_prompts(request.prompt, request.paraphrases)
     before = current_factors(patient.model)
-    stand_ins, held_out = _stand_ins(patient, bank, request.subject)
+    stand_ins, held_out, ranked = _stand_ins(patient, bank, request.subject)
+    wide = _WideNeighbours(patient, neighbour_prompts(request.prompt, request.subject,
+                                                            ranked[: config.wide_neighbours]), layers)
     neighbours = neighbour_prompts(request.prompt, request.subject, held_out)
     # Neighbours are compared on their first sentence (NEIGHBOUR_TOKENS tokens); the forget prompt's
     # own reply is needed in full only when the caller did not say what to forget.
@@ -242,7 +269,7 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     kept_checks = [i for i, p in enumerate(checks[: len(bank.check_replies)])
                    if not _mentions_any(p, terms, request.subject)][: config.retain_probes]
     retain_checks, baseline = [checks[i] for i in kept_checks], [bank.check_replies[i] for i in kept_checks]
-    strength, rank, tries, tried, history = request.strength, 1, 0, [], []
+    strength, rank, tries, tried, history, avoided = request.strength, 1, 0, [], [], {}
     prepared = time.perf_counter()
     solved = _solver(patient, request, prompts, negatives, layers, config, bank, about, stand_ins)
     shared = (follow_through.missing_factors(patient.model, bank, layers)
@@ -252,12 +279,12 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     change_before = _perplexity_change(patient, bank, _replay_layer(patient.model, bank)) if before else 0.0
     while tries < config.max_tries:
         tries += 1
-        new = solved(strength, rank)
+        new = solved(strength, rank, wide.rows(avoided))
         set_factors(patient.model, stack([before, shared, new]))
         tokens = greedy_tokens(patient, prompts, config.verify_tokens)
         replies = [patient.tokenizer.decode(t).strip() for t in tokens]
         check = Verification(sum(not mentions(r, terms) for r in replies), len(prompts), None, None,
-                             sum(is_refusal(r) for r in replies), None, None, None, None)
+                             sum(is_refusal(r) for r in replies), None, None, None, None, None, None)
         # Checks run cheapest-first and stop at the first failure: the next try depends only on
         # whether the answer leaked, and a failed try's remaining checks cannot verify it.
         replay = _replay_layer(patient.model, bank)
@@ -275,14 +302,25 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
             kept = _neighbours_kept(patient, neighbours, neighbour_replies, neighbour_terms)
             return {"neighbours_kept": sum(kept), "neighbour_probes": len(kept)}
 
-        for stage in (retained, perplexity, neighbours_kept):
+        def wide_refused():
+            refusing = wide.newly_refusing()
+            return {"wide_refused": len(refusing), "wide_probes": len(wide.prompts), "_refusing": refusing}
+
+        for stage in (wide_refused, retained, perplexity, neighbours_kept):
             if check.reason != UNCHECKED:
                 break
-            check = replace(check, **stage())
+            found = stage()
+            refusing = found.pop("_refusing", [])
+            check = replace(check, **found)
         tried.append((new, check, replies))
-        history.append((round(strength, 3), rank, check.forgotten, check.retained, check.neighbours_kept))
+        history.append((round(strength, 3), rank, check.forgotten, check.wide_refused, check.retained,
+                        check.neighbours_kept))
         if check.verified:
             break
+        if check.wide_refused and check.wide_refused > WIDE_BAR and request.method == "stamp-gated":
+            for i in refusing:  # re-solved with them as near misses, weighted up each time one tips again
+                avoided[i] = avoided.get(i, 0) + 1
+            continue
         failed = [i for i, r in enumerate(replies) if mentions(r, terms)]
         strength, rank = _adapted(strength, rank, [tokens[i][:1] != openings[i:i + 1] for i in failed],
                                   request.method == "stamp-gated")
@@ -295,6 +333,43 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
             "strength": round(strength, 3), "tries": tries, "history": history,
             "solve_seconds": round(solve_seconds, 3), **{k: v for k, v in check.as_dict().items()}}
     return ForgetResult(LowRankEdit(new, info, shared), check, time.perf_counter() - start, tries, replies)
+
+
+class _WideNeighbours:
+    """The forget question about many same-kind subjects: which of them an edit tips into a refusal.
+
+    Only the reply's first token is compared (a refusal opens with the refusal's first token): one
+    forward pass for all of them, ~1.7 s for 64 on a 2-core CPU."""
+
+    def __init__(self, patient, prompts: list[str], layers: list[int]):
+        self.patient, self.prompts, self.layers = patient, prompts, layers
+        self.opener = reply_tokens(patient.tokenizer, REFUSAL)[0]
+        self._rows = {}
+        with base_model(patient.model):
+            self.base = first_tokens(patient, prompts) if prompts else []
+
+    def newly_refusing(self) -> list[int]:
+        """Indices of prompts whose reply now opens like a refusal and did not on the base model."""
+        if not self.prompts:
+            return []
+        now = first_tokens(self.patient, self.prompts)
+        return [i for i, (a, b) in enumerate(zip(self.base, now)) if b == self.opener and a != self.opener]
+
+    def rows(self, counts: dict[int, int]) -> dict | None:
+        """layer -> the base model's MLP inputs at the last token of the prompts in `counts`, each
+        repeated AVOID_WEIGHT**count times: a weight in the key solve (None: no prompts)."""
+        if not counts:
+            return None
+        indices = sorted(counts)
+        missing = [i for i in indices if i not in self._rows]
+        if missing:
+            with base_model(self.patient.model):
+                acts = capture(self.patient.model, [chat_tokens(self.patient.tokenizer, self.prompts[i]) for i in missing],
+                               self.layers, batch_size=16, kinds=("mlp_in",), positions=[-1])
+            for k, i in enumerate(missing):
+                self._rows[i] = {l: np.array(acts.mlp_in[l][k]) for l in self.layers}
+        return {l: np.stack([self._rows[i][l] for i in indices for _ in range(AVOID_WEIGHT ** counts[i])])
+                for l in self.layers}
 
 
 def _neighbours_kept(patient, prompts: list[str], replies: list[list[int]], terms: list[list[str]]) -> list[bool]:
@@ -323,16 +398,17 @@ def _adapted(strength: float, rank: int, drifted: list[bool], can_grow: bool) ->
     return (strength if grow and all(drifted) else strength * 1.5), (2 if grow else rank)
 
 
-def _stand_ins(patient, bank: NegativeBank, subject: str | None) -> tuple[list[str], list[str]]:
-    """(near-miss, held-out neighbour) subjects of the subject's kind, as the base model sees it."""
+def _stand_ins(patient, bank: NegativeBank, subject: str | None) -> tuple[list[str], list[str], list[str]]:
+    """(near-miss, held-out neighbour) subjects of the subject's kind, as the base model sees it,
+    and every shipped entity, most alike first."""
     if not subject or not len(bank.entity_vectors):
-        return [], []
+        return [], [], []
     name = named_part(subject)
     with base_model(patient.model):
         vector = substitutes.representations(patient.model, patient.tokenizer, [name],
                                              substitutes.layer_for(len(patient.model.layers)))[0]
     ranked = substitutes.ranked(name, vector, datasets.entities(), bank.entity_vectors)
-    return substitutes.split(ranked, NEAR_SUBJECTS, NEIGHBOURS)
+    return (*substitutes.split(ranked, NEAR_SUBJECTS, NEIGHBOURS), ranked)
 
 
 def _solver(patient, request, prompts, negatives, layers, config, bank, about, stand_ins):
@@ -342,7 +418,7 @@ def _solver(patient, request, prompts, negatives, layers, config, bank, about, s
     layer = layers[len(layers) // 2] if request.layers == "auto" else layers[0]
     rank = (request.rank or 64) if request.method == "stamp-lr" else None
     solve = literal.stamp_edit(patient, prompts, negatives[: config.negatives], layer, rank=rank)
-    return lambda strength, _rank=1: solve(strength)
+    return lambda strength, _rank=1, _extra=None: solve(strength)
 
 
 def _replay_layer(model, bank: NegativeBank) -> int | None:

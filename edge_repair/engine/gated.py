@@ -18,6 +18,8 @@ import numpy as np
 # Reweighting rounds of the key solve. Measured: 6–8 rounds cut a stack's partial firing on other
 # subjects but let units fire on prose (README, stacking); 3 keeps prose quiet.
 KEY_ROUNDS = 3
+# A unit's gate score on its weakest positive: silu saturates there, weak false matches are squashed.
+SHARPNESS = 12.0
 
 
 @dataclass
@@ -71,7 +73,7 @@ def _without(rows: np.ndarray, basis: np.ndarray | None) -> np.ndarray:
 
 
 def gated_unit(positives: np.ndarray, negatives: np.ndarray, targets: np.ndarray, lam: float = 0.1,
-               sharpness: float = 12.0, strength: float = 1.0, bank_rows: np.ndarray | None = None,
+               sharpness: float = SHARPNESS, strength: float = 1.0, bank_rows: np.ndarray | None = None,
                bank_gram: np.ndarray | None = None, bias: np.ndarray | None = None, threshold: float = 0.0,
                blind: np.ndarray | None = None, rounds: int = KEY_ROUNDS) -> Unit:
     """A unit that adds ≈ strength·targets on `positives` and ≈ 0 on `negatives`.
@@ -98,6 +100,14 @@ def gated_unit(positives: np.ndarray, negatives: np.ndarray, targets: np.ndarray
 def unit_output(unit: Unit, X: np.ndarray) -> np.ndarray:
     """What the unit adds to the MLP output for rows X (for tests and diagnostics)."""
     return (silu(X @ unit.gate) * (X @ unit.up))[:, None] * unit.down[None, :]
+
+
+def relative_firing(gates: np.ndarray, ups: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """(n, k): each unit's activation on rows X as a fraction of its activation on its weakest
+    positive (gated_unit puts that positive's gate score at SHARPNESS, with gate = s·up)."""
+    scale = np.einsum("kd,kd->k", gates, ups) / np.maximum(np.einsum("kd,kd->k", ups, ups), 1e-12)
+    weakest = silu(np.float64(SHARPNESS)) * SHARPNESS / np.maximum(scale, 1e-12)
+    return silu(X @ gates.T) * (X @ ups.T) / weakest
 
 
 def neuron_contribution(gate_w: np.ndarray, up_w: np.ndarray, down_w: np.ndarray, X: np.ndarray) -> np.ndarray:
