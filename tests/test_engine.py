@@ -406,3 +406,13 @@ def test_further_near_misses_push_the_new_units_down_on_them(tiny_model_dir, tmp
 
     plain, avoiding = solved(1.0), solved(1.0, 1, extra)
     assert all(firing(avoiding, l).max() < firing(plain, l).max() for l in (1, 2))
+
+
+def test_a_declined_edit_reports_the_try_that_got_furthest():
+    from edge_repair.engine.forget import Verification, _progress
+
+    tipping = Verification(4, 4, None, None, 4, None, None, None, None, wide_refused=32, wide_probes=64)
+    resolved = Verification(4, 4, 16, 16, 4, 0.0, 5, 8, 0.0, wide_refused=0, wide_probes=64)
+    leaking = Verification(3, 4, None, None, 3, None, None, None, None, None, None)
+    tries = [tipping, resolved, leaking]
+    assert max(tries, key=_progress) is resolved and "5 of 8" not in resolved.reason and "3 of 8" in resolved.reason

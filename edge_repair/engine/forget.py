@@ -324,9 +324,7 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
         failed = [i for i, r in enumerate(replies) if mentions(r, terms)]
         strength, rank = _adapted(strength, rank, [tokens[i][:1] != openings[i:i + 1] for i in failed],
                                   request.method == "stamp-gated")
-    # Declined: report the try that removed the answer most (earliest on ties), whose blocker is the
-    # real one; the tries after it backed off and leaked.
-    new, check, replies = tried[-1] if tried[-1][1].verified else max(tried, key=lambda t: t[1].forgotten)
+    new, check, replies = tried[-1] if tried[-1][1].verified else max(tried, key=lambda t: _progress(t[1]))
     if not check.verified:
         set_factors(patient.model, before)
     info = {"method": request.method, "layers": layers, "rank": int(max(a.shape[1] for a, _ in new.values())),
@@ -370,6 +368,13 @@ class _WideNeighbours:
                 self._rows[i] = {l: np.array(acts.mlp_in[l][k]) for l in self.layers}
         return {l: np.stack([self._rows[i][l] for i in indices for _ in range(AVOID_WEIGHT ** counts[i])])
                 for l in self.layers}
+
+
+def _progress(check: Verification) -> tuple[int, int]:
+    """How far a declined try got: the answer removed most, then the most checks passed (a re-solved
+    try that cleared the wide check is blocked by something later); the earliest wins ties."""
+    stages = (check.wide_refused, check.retained, check.perplexity_change, check.neighbours_kept)
+    return check.forgotten, sum(v is not None for v in stages)
 
 
 def _neighbours_kept(patient, prompts: list[str], replies: list[list[int]], terms: list[list[str]]) -> list[bool]:
