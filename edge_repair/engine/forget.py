@@ -196,6 +196,8 @@ def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeB
         return [u for r in range(1, rank + 1)
                 for u in units.layer_units(*captured[r], layers, **{**solve, "near": near, "taken": taken_now})]
 
+    solved[(1, 0)] = layer_units(1, None)  # now, so an edit's solve seconds include the key solves
+
     def factors(strength: float, rank: int = 1, extra: dict | None = None) -> dict:
         """`extra`: layer -> rows of further near misses (inputs an earlier try tipped into a refusal)."""
         if rank not in captured:

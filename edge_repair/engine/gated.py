@@ -104,7 +104,8 @@ def unit_output(unit: Unit, X: np.ndarray) -> np.ndarray:
 
 def relative_firing(gates: np.ndarray, ups: np.ndarray, X: np.ndarray) -> np.ndarray:
     """(n, k): each unit's activation on rows X as a fraction of its activation on its weakest
-    positive (gated_unit puts that positive's gate score at SHARPNESS, with gate = s·up)."""
+    positive (gated_unit puts that positive's gate score at SHARPNESS, with gate = s·up). For tests
+    and diagnostics: how far units reach beyond their keys (README, stacking)."""
     scale = np.einsum("kd,kd->k", gates, ups) / np.maximum(np.einsum("kd,kd->k", ups, ups), 1e-12)
     weakest = silu(np.float64(SHARPNESS)) * SHARPNESS / np.maximum(scale, 1e-12)
     return silu(X @ gates.T) * (X @ ups.T) / weakest
