@@ -304,23 +304,23 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
             kept = _neighbours_kept(patient, neighbours, neighbour_replies, neighbour_terms)
             return {"neighbours_kept": sum(kept), "neighbour_probes": len(kept)}
 
+        tipped = []  # wide subjects this try tips into a refusal (the next try's extra near misses)
+
         def wide_refused():
-            refusing = wide.newly_refusing()
-            return {"wide_refused": len(refusing), "wide_probes": len(wide.prompts), "_refusing": refusing}
+            tipped.extend(wide.newly_refusing())
+            return {"wide_refused": len(tipped), "wide_probes": len(wide.prompts)}
 
         for stage in (wide_refused, retained, perplexity, neighbours_kept):
             if check.reason != UNCHECKED:
                 break
-            found = stage()
-            refusing = found.pop("_refusing", [])
-            check = replace(check, **found)
+            check = replace(check, **stage())
         tried.append((new, check, replies))
         history.append((round(strength, 3), rank, check.forgotten, check.wide_refused, check.retained,
                         check.neighbours_kept))
         if check.verified:
             break
-        if check.wide_refused and check.wide_refused > WIDE_BAR and request.method == "stamp-gated":
-            for i in refusing:  # re-solved with them as near misses, weighted up each time one tips again
+        if len(tipped) > WIDE_BAR and request.method == "stamp-gated":
+            for i in tipped:  # re-solved with them as near misses, weighted up each time one tips again
                 avoided[i] = avoided.get(i, 0) + 1
             continue
         failed = [i for i, r in enumerate(replies) if mentions(r, terms)]
