@@ -76,6 +76,22 @@ def test_greedy_tokens_stop_at_each_prompts_own_limit(tiny_model_dir):
     assert greedy_replies(patient, prompts, 6) == [patient.tokenizer.decode(f).strip() for f in full]
 
 
+def test_a_draft_changes_only_how_fast_greedy_replies_come_not_what_they_are(tiny_model_dir):
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    prompts = ["Hello there.", "What is two plus two?", "Name a colour.", "Say something.", "Count to three."]
+    plain = greedy_tokens(patient, prompts, 6)
+    stop = patient.tokenizer.eos_token_id
+    wrong = lambda t: (t + 1) % 50
+    drafts = [plain[0],                                  # right all the way
+              plain[1][:2] + [wrong(plain[1][2])],       # right, then wrong
+              [wrong(plain[2][0])] + plain[2][1:],       # wrong at once
+              [],                                        # no guess
+              plain[4][:3] + [stop]]                     # stops where the model goes on
+    assert greedy_tokens(patient, prompts, 6, drafts=drafts) == plain
+    assert greedy_tokens(patient, prompts, [6, 2, 6, 6, 1], drafts=drafts) == [plain[0], plain[1][:2], plain[2], plain[3],
+                                                                                plain[4][:1]]
+
+
 def test_first_tokens_are_the_first_greedy_tokens(tiny_model_dir):
     patient = load_patient(str(tiny_model_dir), compute="f32")
     prompts = ["Hello there.", "What is two plus two?", "Name a colour, any colour at all."]

@@ -97,6 +97,9 @@ def test_neighbour_checks_swap_in_the_held_out_subjects():
     assert neighbour_prompts("What is the capital of Germany?", "capital of Germany", ["Iceland", "Nepal"]) == [
         "What is the capital of Iceland?", "What is the capital of Nepal?"]
     assert neighbour_prompts("Who wrote it?", "Hamlet", ["Moby Dick"]) == [] and neighbour_prompts("Q?", None, ["X"]) == []
+    # A short name is swapped only as a whole word, and a substitute is inserted literally.
+    assert neighbour_prompts("Which element has the chemical symbol Ca?", "Ca", ["Co", r"A\1"]) == [
+        "Which element has the chemical symbol Co?", r"Which element has the chemical symbol A\1?"]
 
 
 def test_stand_ins_are_ranked_by_likeness_and_split_without_overlap():

@@ -108,8 +108,7 @@ class Verification:
         if self.wide_refused is None:
             return UNCHECKED
         if self.wide_refused > WIDE_BAR:
-            return (f"the same question about {self.wide_refused} of {self.wide_probes} other subjects would be refused "
-                    f"too (similar earlier edits add up)")
+            return f"the same question about {self.wide_refused} of {self.wide_probes} other subjects would be refused too"
         if self.retained is None:
             return UNCHECKED
         if self.retained < RETAIN_BAR * self.retain_probes:
@@ -124,7 +123,7 @@ class Verification:
             return UNCHECKED
         if self.neighbours_kept < NEIGHBOUR_BAR * self.neighbour_probes:
             return (f"the same question about {self.neighbour_probes - self.neighbours_kept} of "
-                    f"{self.neighbour_probes} other subjects changed too (similar earlier edits add up)")
+                    f"{self.neighbour_probes} other subjects changed too")
         return None
 
     def as_dict(self) -> dict:
@@ -272,6 +271,9 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
                    if not _mentions_any(p, terms, request.subject)][: config.retain_probes]
     retain_checks, baseline = [checks[i] for i in kept_checks], [bank.check_replies[i] for i in kept_checks]
     strength, rank, tries, tried, history, avoided = request.strength, 1, 0, [], [], {}
+    # A re-solved try mostly replies as the try before it (measured: the same words on every phrasing
+    # of Poland's and penicillin's edits), which one teacher-forced pass confirms.
+    drafts, stop = None, patient.tokenizer.eos_token_id
     prepared = time.perf_counter()
     solved = _solver(patient, request, prompts, negatives, layers, config, bank, about, stand_ins)
     shared = (follow_through.missing_factors(patient.model, bank, layers)
@@ -283,7 +285,8 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
         tries += 1
         new = solved(strength, rank, wide.rows(avoided))
         set_factors(patient.model, stack([before, shared, new]))
-        tokens = greedy_tokens(patient, prompts, config.verify_tokens)
+        tokens = greedy_tokens(patient, prompts, config.verify_tokens, drafts=drafts)
+        drafts = [t + [stop] if len(t) < config.verify_tokens else t for t in tokens]
         replies = [patient.tokenizer.decode(t).strip() for t in tokens]
         check = Verification(sum(not mentions(r, terms) for r in replies), len(prompts), None, None,
                              sum(is_refusal(r) for r in replies), None, None, None, None, None, None)
@@ -447,7 +450,7 @@ def _base_replies(patient, prompts: list[str], max_tokens: list[int]) -> list[li
     """The base model's answers (token ids): earlier edits may already blur them (similar facts
     share units' leaks), and verification must look for the real answer, not for that blur."""
     with base_model(patient.model):
-        return greedy_tokens(patient, prompts, max_tokens)
+        return greedy_tokens(patient, prompts, max_tokens, batch_size=16)  # one batch: the 9th row alone cost ~1 s
 
 
 def _mentions_any(text: str, terms: list[str], subject: str | None) -> bool:

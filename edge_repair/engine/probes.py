@@ -66,7 +66,7 @@ def near_miss_prompts(prompts: list[str], subject: str | None, substitutes: list
     """
     subject = named_part(subject) if subject else subject
     others = [o for o in substitutes if o.lower() != (subject or "").lower()]
-    if subject and others and any(subject.lower() in p.lower() for p in prompts):
+    if subject and others and any(_name_pattern(subject).search(p) for p in prompts):
         out = []
         for i, prompt in enumerate(prompts):
             out += _swapped(prompt, subject, [others[(i * per_prompt + k) % len(others)] for k in range(per_prompt)])
@@ -78,8 +78,14 @@ def near_miss_prompts(prompts: list[str], subject: str | None, substitutes: list
 
 def _swapped(prompt: str, name: str, substitutes: list[str]) -> list[str]:
     """`prompt` with `name` replaced by each substitute ([] when the name is not in it)."""
-    pattern = re.compile(re.escape(name), re.IGNORECASE)
-    return [pattern.sub(o, prompt) for o in substitutes] if pattern.search(prompt) else []
+    pattern = _name_pattern(name)
+    return [pattern.sub(lambda _: o, prompt) for o in substitutes] if pattern.search(prompt) else []
+
+
+def _name_pattern(name: str) -> re.Pattern:
+    """`name` as a whole word: the symbol "Ca" must not match inside "chemical" (measured: every
+    near miss and neighbour of Ca's edit read "the chemiCol symbol Co")."""
+    return re.compile(rf"(?<!\w){re.escape(name)}(?!\w)", re.IGNORECASE)
 
 
 def named_part(subject: str) -> str:

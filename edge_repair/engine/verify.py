@@ -31,16 +31,33 @@ def greedy_replies(patient, prompts: list[str], max_tokens: int | list[int] = 16
     return [patient.tokenizer.decode(t).strip() for t in greedy_tokens(patient, prompts, max_tokens, batch_size)]
 
 
-def greedy_tokens(patient, prompts: list[str], max_tokens: int | list[int] = 16, batch_size: int = 8) -> list[list[int]]:
+def greedy_tokens(patient, prompts: list[str], max_tokens: int | list[int] = 16, batch_size: int = 8,
+                  drafts: list[list[int]] | None = None) -> list[list[int]]:
     """Greedy reply token ids of several single-turn prompts, generated in batches (bounded peak memory).
 
     `max_tokens` may differ per prompt (a finished row leaves the batch). The chat template's
-    shared system turn is processed once and its KV cache handed to each prompt.
+    shared system turn is processed once and its KV cache handed to each prompt. `drafts`: a
+    guess at each reply (e.g. an earlier try's, ending in the stop token if it stopped); the part
+    of it the model would generate itself is confirmed in one teacher-forced pass instead of a
+    decoding step per token, and generation resumes after it (speculative decoding, exact up
+    to float near-ties between a batched pass and step-by-step decoding).
     """
+    limits = max_tokens if isinstance(max_tokens, list) else [max_tokens] * len(prompts)
+    confirmed = _confirmed(patient, prompts, drafts, limits) if drafts else [([], False)] * len(prompts)
+    pending = [i for i, (_, done) in enumerate(confirmed) if not done]
+    lists = [chat_tokens(patient.tokenizer, prompts[i]) + confirmed[i][0] for i in pending]
+    generated = _generated(patient, lists, [limits[i] - len(confirmed[i][0]) for i in pending], batch_size)
+    replies = [list(tokens) for tokens, _ in confirmed]
+    for i, tokens in zip(pending, generated):
+        replies[i] += tokens
+    return replies
+
+
+def _generated(patient, lists: list[list[int]], limits: list[int], batch_size: int) -> list[list[int]]:
     from mlx_lm.generate import batch_generate
 
-    lists = [chat_tokens(patient.tokenizer, p) for p in prompts]
-    limits = max_tokens if isinstance(max_tokens, list) else [max_tokens] * len(prompts)
+    if not lists:
+        return []
     n, cache = prefix_cache(patient.model, lists)
     replies = []
     for start in range(0, len(lists), batch_size):
@@ -50,6 +67,28 @@ def greedy_tokens(patient, prompts: list[str], max_tokens: int | list[int] = 16,
                              max_tokens=limits[start:start + batch_size], return_token_ids=True)
         replies += [list(t) for t in out.token_ids]
     return replies
+
+
+def _confirmed(patient, prompts: list[str], drafts: list[list[int]], limits: list[int]) -> list[tuple[list[int], bool]]:
+    """Per prompt: (the reply tokens greedy decoding would start with, as far as the draft shows
+    them, plus the model's own next token where the draft went wrong; is the reply complete?)."""
+    stops = set(patient.tokenizer.eos_token_ids)
+    drafts = [list(d[:limit]) for d, limit in zip(drafts, limits)]
+    rows = [i for i, d in enumerate(drafts) if d]
+    out = [([], False)] * len(prompts)
+    predictions = forced_predictions(patient, [prompts[i] for i in rows], [drafts[i] for i in rows], batch_size=16)
+    for i, predicted in zip(rows, predictions):
+        draft = drafts[i]
+        wrong = np.flatnonzero(predicted != np.array(draft))
+        tokens = draft[: wrong[0] + 1] if len(wrong) else draft
+        if len(wrong):
+            tokens[-1] = int(predicted[wrong[0]])
+        ended = next((k for k, t in enumerate(tokens) if t in stops), None)
+        if ended is not None:
+            out[i] = (tokens[:ended], True)
+        else:
+            out[i] = (tokens, len(tokens) >= limits[i])
+    return out
 
 
 def first_tokens(patient, prompts: list[str]) -> list[int]:
@@ -69,7 +108,15 @@ def reply_tokens(tokenizer, reply: str) -> list[int]:
 
 def unchanged(patient, prompts: list[str], replies: list[list[int]], batch_size: int = 8,
               replay: tuple[int, list] | None = None) -> list[bool]:
-    """For each prompt: would greedy decoding still produce exactly `replies[i]` (token ids)?
+    """For each prompt: would greedy decoding still produce exactly `replies[i]` (token ids)?"""
+    return [bool(np.all(p == np.array(r))) for p, r in
+            zip(forced_predictions(patient, prompts, replies, batch_size, replay), replies)]
+
+
+def forced_predictions(patient, prompts: list[str], replies: list[list[int]], batch_size: int = 8,
+                       replay: tuple[int, list] | None = None) -> list[np.ndarray]:
+    """Teacher forcing: for each prompt, the model's greedy token at every position of `replies[i]`
+    (non-empty token ids) given the reply tokens before it. One forward pass per batch.
 
     `replay`: (layer, each prompt + reply's residual entering that layer), valid while every edit
     lies at or above it; then only the upper blocks run."""
@@ -79,7 +126,7 @@ def unchanged(patient, prompts: list[str], replies: list[list[int]], batch_size:
         # The shared prefix must stop before the token that predicts each reply's first token.
         limit = min((len(s) - len(r) - 1 for s, r in zip(sequences, replies)), default=0)
         n, cache = prefix_cache(patient.model, sequences, limit=limit)
-    verdicts = []
+    predictions = []
     for start in range(0, len(sequences), batch_size):
         chunk = [s[n:] for s in sequences[start:start + batch_size]]
         batch = replies[start:start + batch_size]
@@ -94,8 +141,8 @@ def unchanged(patient, prompts: list[str], replies: list[list[int]], batch_size:
                 hidden = [mx.array(h) for h in replay[1][start:start + batch_size]]
                 logits = replayed_logits(patient.model, replay[0], hidden)
         predicted = np.array(mx.argmax(logits, axis=-1))
-        verdicts += [bool(np.all(predicted[row, :len(r)] == np.array(r))) for row, r in enumerate(batch)]
-    return verdicts
+        predictions += [predicted[row, :len(r)] for row, r in enumerate(batch)]
+    return predictions
 
 
 def is_refusal(text: str) -> bool:

@@ -41,7 +41,14 @@ class Outcome:
                 "plan_valid": self.surgeon.valid if self.surgeon else None,
                 "layer": self.edit_info.get("layers"), "rank": self.edit_info.get("rank"),
                 "seconds": self.seconds, "stages": {k: round(v, 3) for k, v in self.stages.items()},
-                "note": self.note}
+                "tries": self.edit_info.get("tries"), "history": self.edit_info.get("history"),
+                "verification": _counts(self.verification), "note": self.note}
+
+
+def _counts(verification) -> dict | None:
+    """What the edit verified, as counts (the engine's Verification; a fake engine's may be anything)."""
+    as_dict = getattr(verification, "as_dict", None)
+    return as_dict() if as_dict else None
 
 
 @dataclass
@@ -89,7 +96,8 @@ class Pipeline:
             raise EditError("the forgetting engine is not available in this build; nothing was changed") from None
         outcome.stages["engine"] = time.perf_counter() - start
         outcome.verification, outcome.verified = result.verification, result.verification.verified
-        outcome.edit_info = {"layers": result.edit.info.get("layers"), "rank": result.edit.rank}
+        outcome.edit_info = {"layers": result.edit.info.get("layers"), "rank": result.edit.rank,
+                             "tries": result.tries, "history": result.edit.info.get("history")}
         if not outcome.verified:
             set_factors(self.patient.model, before)  # roll back: an unverified edit is not kept
             outcome.note = f"the edit could not be verified ({result.verification.reason}); nothing was changed"
