@@ -411,6 +411,15 @@ def test_further_near_misses_push_the_new_units_down_on_them(tiny_model_dir, tmp
     assert all(firing(avoiding, l).max() < firing(plain, l).max() for l in (1, 2))
 
 
+def test_a_declined_stacked_edit_says_how_much_of_the_neighbours_damage_was_there_before():
+    from edge_repair.engine.forget import Verification
+
+    fresh = Verification(4, 4, 16, 16, 4, 0.0, 5, 8, 0.0, wide_refused=0, wide_probes=64)
+    stacked = Verification(4, 4, 16, 16, 4, 0.0, 5, 8, 0.0, wide_refused=0, wide_probes=64, neighbours_lost_before=2)
+    assert fresh.reason == "the same question about 3 of 8 other subjects changed too"
+    assert stacked.reason == fresh.reason + " (2 had changed already before this edit)"
+
+
 def test_a_declined_edit_reports_the_try_that_got_furthest():
     from edge_repair.engine.forget import Verification, _progress
 

@@ -88,6 +88,7 @@ class Verification:
     perplexity_step: float | None = 0.0    # the same change relative to the model before this edit
     wide_refused: int | None = 0           # wide neighbours whose reply now opens like a refusal and did not before
     wide_probes: int | None = 0
+    neighbours_lost_before: int | None = None  # of the changed neighbours, those earlier edits had changed already
 
     @property
     def forget_passed(self) -> bool:
@@ -122,8 +123,10 @@ class Verification:
         if self.neighbours_kept is None:
             return UNCHECKED
         if self.neighbours_kept < NEIGHBOUR_BAR * self.neighbour_probes:
+            earlier = (f" ({self.neighbours_lost_before} had changed already before this edit)"
+                       if self.neighbours_lost_before else "")
             return (f"the same question about {self.neighbour_probes - self.neighbours_kept} of "
-                    f"{self.neighbour_probes} other subjects changed too")
+                    f"{self.neighbour_probes} other subjects changed too{earlier}")
         return None
 
     def as_dict(self) -> dict:
@@ -305,7 +308,15 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
 
         def neighbours_kept():
             kept = _neighbours_kept(patient, neighbours, neighbour_replies, neighbour_terms)
-            return {"neighbours_kept": sum(kept), "neighbour_probes": len(kept)}
+            found = {"neighbours_kept": sum(kept), "neighbour_probes": len(kept)}
+            if before and sum(kept) < NEIGHBOUR_BAR * len(kept):
+                # Declined either way (measured: letting such edits through took 20 stacked forgets from
+                # 92.3 % to 84.6 % of other facts kept), but the user is told whose damage it is.
+                set_factors(patient.model, before)
+                found["neighbours_lost_before"] = len(kept) - sum(_neighbours_kept(
+                    patient, neighbours, neighbour_replies, neighbour_terms))
+                set_factors(patient.model, stack([before, shared, new]))
+            return found
 
         tipped = []  # wide subjects this try tips into a refusal (the next try's extra near misses)
 
