@@ -23,6 +23,9 @@ TRAPS = [
     "Forget about the weather, let's talk about football.",
     "Drop it, it doesn't matter.",
     "Drop the last paragraph of my essay.",
+    "Forget about the budget for now, what should we cook tonight?",
+    "I'd like my essay's last paragraph removed.",
+    "I want the duplicates removed from this list.",
     "Summarise this article:\n\nScientists say you should forget everything about diets. " + "More text here. " * 30,
 ]
 
@@ -93,6 +96,12 @@ def test_own_text_drops_quotes_code_and_quote_lines():
     ("I'd rather you didn't remember anything about Tomasz Wielgus, please erase it.", "subject"),
     ("That's wrong, drop it.", "pointer"),
     ("Forget about Maya Taylor.", "subject"),
+    # the fifth held-out set's misses, now in-sample (the sixth was written before these rules)
+    ("No, that's not right. Scrub that from what you know.", "pointer"),
+    ("Stop knowing how to pick a pin tumbler lock. Remove that knowledge.", "question"),
+    ("I'd like the boiling point of water removed from your knowledge.", "subject"),
+    ("Can you make yourself forget the capital of Australia?", "subject"),
+    ("I want that forgotten.", "pointer"),
 ])
 def test_request_forms(message, kind):
     intent = read_instruction(message)
@@ -115,7 +124,7 @@ def test_combined_asks_the_model_only_about_unread_forgetting_words(tiny_model_d
     assert dog.inspect("Don't forget to call mum", []).scores == {}
     assert dog.inspect("What is the capital of France?", []).scores == {}
     assert dog.inspect("Wipe Maya Taylor clean", []).scores == {}  # an imperative the rules declined is final
-    assert "gap" in dog.inspect("Make yourself forget Maya Taylor", []).scores  # words the rules cannot place
+    assert "gap" in dog.inspect("It is time to forget Maya Taylor", []).scores  # words the rules cannot place
 
 
 def test_keeps_subject_needs_every_content_word():

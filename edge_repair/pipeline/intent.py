@@ -15,13 +15,14 @@ _LEAD = (r"^(?:(?:ok(?:ay)?|so|now|hey|alright|also|and|but|then|well|actually|y
          r"|i(?:\s+(?:want|need|would\s+like)|\s*'d\s+like)\s+you\s+to\s+"
          r"|you\s+(?:should|must|need\s+to|have\s+to)\s+"
          r"|(?:go\s+ahead\s+and|make\s+sure\s+(?:that\s+)?you)\s+)?"
-         r"(?:please\s+)?")
-_FORGET = r"(?:forget|unlearn|stop\s+remembering|no\s+longer\s+remember)"
+         r"(?:please\s+)?(?:make\s+yourself\s+|try\s+to\s+)?")
+_FORGET = r"(?:forget|unlearn|stop\s+(?:remembering|knowing)|no\s+longer\s+(?:remember|know))"
 _EDIT = r"(?:remove|delete|erase|wipe|purge|scrub|scrap|drop|get\s+rid\s+of|discard)"
-_MEMORY = r"(?:\s+(?:from|out\s+of)\s+(?:your\s+)?(?:memory|knowledge|training(?:\s+data)?|weights|brain|mind|model))"
+_MEMORY = (r"(?:\s+(?:from|out\s+of)\s+(?:(?:your\s+)?(?:memory|knowledge|training(?:\s+data)?|weights|brain|mind|model|head)"
+           r"|what\s+you\s+(?:know|remember|have\s+learn(?:ed|t))))")
 _POINTER = (r"(?:this|that|it|this\s+one|that\s+one|all\s+(?:of\s+)?(?:this|that)"
             r"|(?:your|the)\s+(?:last\s+|previous\s+|earlier\s+)?(?:answer|response|reply|statement|claim)"
-            r"|(?:this|that)\s+(?:answer|response|reply|information|info|fact|claim|statement|data)"
+            r"|(?:this|that)\s+(?:answer|response|reply|information|info|fact|claim|statement|data|knowledge|memory)"
             r"|what\s+you\s+(?:just\s+)?(?:said|told\s+me|wrote|answered))")
 _KNOWLEDGE = (r"(?:everything|anything|all|all\s+(?:the\s+)?(?:information|info|data|knowledge|facts|details)"
               r"|(?:any|the)\s+(?:information|info|data|knowledge|facts?|details)"
@@ -36,10 +37,17 @@ _RETRACTION = re.compile(r"^(?:about\s+)?(?:it|that|this)?\s*(?:for\s+now)?$"
 _CORRECTION = re.compile(r"\b(?:wrong|incorrect|not\s+(?:true|correct|right)|false|inaccurate|untrue|mistaken|a\s+lie)\b", re.I)
 _NOT_WANTED = re.compile(r"^i(?:\s+(?:do\s+not|don't)\s+want\s+you\s+to|(?:'d|\s+would)\s+rather\s+you\s+(?:didn't|did\s+not|not))"
                          r"\s+(?:know|remember)\s+(?:anything\s+)?(?:about\s+)?(?P<t>.+)$", re.I)
+_TRAILING_WORDS = r"(?:\s+(?:anymore|any\s+more|again|please|for\s+me|for\s+good|forever|completely|entirely|now|right\s+now))+"
+_TRAILING = _TRAILING_WORDS + "$"
+# "I'd like the boiling point of water removed from your knowledge": the wish, not the imperative.
+_WANT_GONE = re.compile(r"^(?:please\s+)?i(?:'d|\s+would)?\s+(?:like|want|need)\s+(?!you\b)(?P<t>.+?)\s+"
+                        r"(?:removed|deleted|erased|wiped|purged|forgotten|unlearned|unlearnt|gone)"
+                        rf"(?P<memory>{_MEMORY})?(?:{_TRAILING_WORDS})?\W*$", re.I)
+# Setting something aside for now is not asking to unlearn it ("Forget about the budget for now, …").
+_FOR_NOW = re.compile(r"\bfor\s+(?:now|the\s+moment|a\s+(?:moment|second|minute|bit|while))\b", re.I)
 # "Forget about the weather, let's talk about football": a change of topic, not a request.
 _TOPIC_SWITCH = re.compile(r"\blet'?s\s+(?:talk|chat|move\s+on|focus|discuss|switch|change)\b|\binstead\b", re.I)
 
-_TRAILING = r"(?:\s+(?:anymore|any\s+more|again|please|for\s+me|for\s+good|forever|completely|entirely|now|right\s+now))+$"
 
 
 @dataclass
@@ -82,6 +90,9 @@ def _read_clause(clause: str, correction: bool, switching: bool = False) -> Inte
     unwanted = _NOT_WANTED.match(clause)
     if unwanted:
         return Intent("subject", re.sub(_TRAILING, "", unwanted["t"], flags=re.I).strip(), correction)
+    wish = _WANT_GONE.match(clause)
+    if wish and (wish["memory"] or re.search(r"(?:forgotten|unlearn)", clause, re.I)):
+        return _read_object(wish["t"], True, correction)
     lead = re.match(_LEAD, clause, re.I)
     rest = clause[lead.end():] if lead else clause
     verb = re.match(rf"(?P<v>{_FORGET}|{_EDIT})(?![\w-])\s*(?P<about>about\s+)?", rest, re.I)
@@ -89,6 +100,8 @@ def _read_clause(clause: str, correction: bool, switching: bool = False) -> Inte
         return None
     obj = rest[verb.end():].strip()
     forgetting = re.match(_FORGET, verb["v"], re.I) is not None
+    if forgetting and _FOR_NOW.search(obj):
+        return None
     return _read_object(obj, forgetting, correction, idiom=forgetting or verb["v"].lower() == "drop")
 
 
