@@ -41,13 +41,12 @@ _TRAILING_WORDS = r"(?:\s+(?:anymore|any\s+more|again|please|for\s+me|for\s+good
 _TRAILING = _TRAILING_WORDS + "$"
 # "I'd like the boiling point of water removed from your knowledge": the wish, not the imperative.
 _WANT_GONE = re.compile(r"^(?:please\s+)?i(?:'d|\s+would)?\s+(?:like|want|need)\s+(?!you\b)(?P<t>.+?)\s+"
-                        r"(?:removed|deleted|erased|wiped|purged|forgotten|unlearned|unlearnt|gone)"
+                        r"(?P<verb>removed|deleted|erased|wiped|purged|forgotten|unlearned|unlearnt|gone)"
                         rf"(?P<memory>{_MEMORY})?(?:{_TRAILING_WORDS})?\W*$", re.I)
 # Setting something aside for now is not asking to unlearn it ("Forget about the budget for now, …").
 _FOR_NOW = re.compile(r"\bfor\s+(?:now|the\s+moment|a\s+(?:moment|second|minute|bit|while))\b", re.I)
 # "Forget about the weather, let's talk about football": a change of topic, not a request.
 _TOPIC_SWITCH = re.compile(r"\blet'?s\s+(?:talk|chat|move\s+on|focus|discuss|switch|change)\b|\binstead\b", re.I)
-
 
 
 @dataclass
@@ -91,7 +90,7 @@ def _read_clause(clause: str, correction: bool, switching: bool = False) -> Inte
     if unwanted:
         return Intent("subject", re.sub(_TRAILING, "", unwanted["t"], flags=re.I).strip(), correction)
     wish = _WANT_GONE.match(clause)
-    if wish and (wish["memory"] or re.search(r"(?:forgotten|unlearn)", clause, re.I)):
+    if wish and (wish["memory"] or re.match(r"forgotten|unlearn", wish["verb"], re.I)):  # not "X removed from a list"
         return _read_object(wish["t"], True, correction)
     lead = re.match(_LEAD, clause, re.I)
     rest = clause[lead.end():] if lead else clause
