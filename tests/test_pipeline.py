@@ -57,7 +57,9 @@ def test_an_unverified_edit_is_rolled_back_and_not_recorded(patient):
 
 def test_summary_never_contains_the_forgotten_text(patient):
     outcome = make_pipeline(patient, FakeEngine()).run("Forget everything about Maya Taylor", [], lambda pair: True)
-    assert "Maya" not in json.dumps(outcome.summary())
+    summary = outcome.summary()
+    assert "Maya" not in json.dumps(summary)
+    assert summary["verification"]["verified"] is outcome.verified is True  # what was verified, as counts
 
 
 runner = CliRunner()

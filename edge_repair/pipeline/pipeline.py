@@ -42,13 +42,8 @@ class Outcome:
                 "layer": self.edit_info.get("layers"), "rank": self.edit_info.get("rank"),
                 "seconds": self.seconds, "stages": {k: round(v, 3) for k, v in self.stages.items()},
                 "tries": self.edit_info.get("tries"), "history": self.edit_info.get("history"),
-                "verification": _counts(self.verification), "note": self.note}
-
-
-def _counts(verification) -> dict | None:
-    """What the edit verified, as counts (the engine's Verification; a fake engine's may be anything)."""
-    as_dict = getattr(verification, "as_dict", None)
-    return as_dict() if as_dict else None
+                "verification": self.verification.as_dict() if self.verification else None,  # counts only
+                "note": self.note}
 
 
 @dataclass
