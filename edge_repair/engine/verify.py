@@ -75,7 +75,7 @@ def _confirmed(patient, prompts: list[str], drafts: list[list[int]], limits: lis
     stops = set(patient.tokenizer.eos_token_ids)
     drafts = [list(d[:limit]) for d, limit in zip(drafts, limits)]
     rows = [i for i, d in enumerate(drafts) if d]
-    out = [([], False)] * len(prompts)
+    out = [([], False) for _ in prompts]
     predictions = forced_predictions(patient, [prompts[i] for i in rows], [drafts[i] for i in rows], batch_size=16)
     for i, predicted in zip(rows, predictions):
         draft = drafts[i]

@@ -29,7 +29,7 @@ _KNOWLEDGE = (r"(?:everything|anything|all|all\s+(?:the\s+)?(?:information|info|
               r"|what(?:ever)?\s+you\s+(?:know|remember|learned|have)"
               r"|(?:all\s+)?your\s+(?:knowledge|memory|memories|information|info|data))"
               r"(?:\s+you\s+(?:know|have|remember|hold|keep|store))?\s+(?:about|on|of|regarding|concerning|related\s+to)\s+")
-_RETRACTION = re.compile(r"^(?:about\s+)?(?:it|that|this)?\s*(?:for\s+now)?$"
+_RETRACTION = re.compile(r"^(?:about\s+)?(?:it|that|this)?$"
                          r"|^(?:about\s+)?(?:what\s+)?i\s+(?:just\s+)?(?:said|asked|wrote|typed|meant)"
                          r"|^(?:about\s+)?(?:my|the)\s+(?:last\s+|previous\s+)?(?:question|message|request|typo)"
                          r"|^(?:all\s+)?(?:the\s+|your\s+)?(?:previous|prior|above|earlier)?\s*(?:instructions|rules|prompt)"
