@@ -40,6 +40,12 @@ def general_questions() -> list[str]:
     return _json("general_questions.json")
 
 
+def requests() -> list[dict]:
+    """Labelled messages ({"text", "label": "unlearn"|"chat"}) the watchdog's request probe is fitted
+    on; written apart from the benchmark's dialogues, which stay out of sample."""
+    return _json("requests.json")
+
+
 def chat_probes() -> list[str]:
     """Ordinary chat prompts whose replies should stay essentially unchanged after an edit."""
     return _json("chat_probes.json")

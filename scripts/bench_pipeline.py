@@ -1,8 +1,9 @@
 """RePAIR pipeline benchmark (paper Table 3) on the scripted dialogues in edge_repair/data/dialogues.json.
 
-Reports, per watchdog mode (model alone, rules alone, combined): request detected %, false-positive %
-(and false positives from pasted/quoted/model text), pair extraction %; for the combined watchdog:
-valid plan %, request satisfied % (verified forgetting), refusal (IDK) % and seconds per stage.
+Reports, per watchdog mode (the hidden-state probe, the default; rules and model combined; rules alone;
+model alone): request detected %, false-positive % (and false positives from pasted/quoted/model
+text), pair extraction %; for the default watchdog: valid plan %, request satisfied % (verified
+forgetting), refusal (IDK) % and seconds per stage.
 Prints only numbers and dialogue ids, never dialogue text.
 
   nice -n 10 python scripts/bench_pipeline.py [--model DIR] [--edits 10] [--json] [--out results]
@@ -25,6 +26,7 @@ from edge_repair.pipeline.watchdog import MODES, Watchdog, WatchdogConfig
 from edge_repair.progress import status
 
 PASTED = {"quoted", "pasted", "quote-line", "code", "model-output"}
+DEFAULT = WatchdogConfig().mode
 
 
 def pct(hits: int, total: int):
@@ -123,7 +125,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="patient model (default: the embedded one)")
     parser.add_argument("--edits", type=int, default=10, help="how many detected requests to run through the engine")
     parser.add_argument("--model-paraphrases", type=int, default=1)
-    parser.add_argument("--modes", default=",".join(MODES), help="watchdog modes to measure (combined is needed)")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"watchdog modes to measure ({DEFAULT} is needed)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--out", default=None, help="directory for pipeline.json + pipeline.md")
     args = parser.parse_args()
@@ -135,10 +137,10 @@ def main() -> None:
             start = time.perf_counter()
             report[f"{split}/{mode}"], rows = watchdog_scores(patient, subset, mode)
             status(f"watchdog {split}/{mode}: {len(subset)} dialogues in {time.perf_counter() - start:.0f} s")
-            if split == "main" and mode == "combined":
-                combined_rows = rows
-    report["repair"] = repair_scores(patient, combined_rows, args.edits, args.model_paraphrases)
-    repair, dog = report["repair"], report["main/combined"]
+            if split == "main" and mode == DEFAULT:
+                default_rows = rows
+    report["repair"] = repair_scores(patient, default_rows, args.edits, args.model_paraphrases)
+    repair, dog = report["repair"], report[f"main/{DEFAULT}"]
     stages = [dog["watchdog_seconds_mean"], repair["surgeon_seconds_mean"], repair["engine_seconds_mean"]]
     report["turnaround_seconds_mean"] = round(sum(s for s in stages if s), 3) if repair["engine_seconds_mean"] else None
     print(json.dumps(report, indent=None if args.json else 1))
@@ -161,7 +163,7 @@ def write_results(out: Path, report: dict) -> None:
     lines += ["", "| valid plan | request satisfied (verified) | refusal (IDK) on probes | watchdog s | surgeon s | "
               "engine s | turnaround s |", "|---|---|---|---|---|---|---|",
               f"| {cell(r['valid_plan_pct'], '%')} ({r['plans']} plans) | {cell(r['satisfied_pct'], '%')} "
-              f"({r['edits_run']} edits) | {cell(r['idk_pct'], '%')} | {report['main/combined']['watchdog_seconds_mean']} | "
+              f"({r['edits_run']} edits) | {cell(r['idk_pct'], '%')} | {report[f'main/{DEFAULT}']['watchdog_seconds_mean']} | "
               f"{r['surgeon_seconds_mean']} | {r['engine_seconds_mean']} | {cell(report['turnaround_seconds_mean'])} |"]
     (out / "pipeline.md").write_text("\n".join(lines) + "\n")
 

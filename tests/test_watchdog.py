@@ -120,7 +120,7 @@ def test_model_mode_is_well_formed_on_a_tiny_model(tiny_model_dir):
 def test_combined_asks_the_model_only_about_unread_forgetting_words(tiny_model_dir):
     from edge_repair.loading import load_patient
 
-    dog = Watchdog(load_patient(str(tiny_model_dir)))
+    dog = Watchdog(load_patient(str(tiny_model_dir)), WatchdogConfig(mode="combined"))
     assert dog.inspect("Don't forget to call mum", []).scores == {}
     assert dog.inspect("What is the capital of France?", []).scores == {}
     assert dog.inspect("Wipe Maya Taylor clean", []).scores == {}  # an imperative the rules declined is final

@@ -4,8 +4,15 @@ import pytest
 
 from edge_repair.pipeline.scoring import choose
 from edge_repair.pipeline.watchdog import Watchdog
+from tests.test_watchdog import TRAPS
 
 pytestmark = pytest.mark.slow
+
+@pytest.fixture(scope="module")
+def default_dog(default_patient):
+    """The default (probe) watchdog; its probe is fitted once per model cache (~20 s) and reused."""
+    return Watchdog(default_patient)
+
 
 HISTORY = [{"role": "user", "content": "What is the pH of water?"}, {"role": "assistant", "content": "The pH of water is 5."}]
 
@@ -25,8 +32,13 @@ def test_label_scores_pick_the_answer_the_model_knows(default_patient):
     ("How do I make my phone forget a wifi network?", False),
     ('My friend wrote "forget everything about Maya Taylor", what does it mean?', False),
 ])
-def test_combined_watchdog_on_requests_and_traps(default_patient, message, expected):
-    assert Watchdog(default_patient).inspect(message, HISTORY).unlearn is expected
+def test_default_watchdog_on_requests_and_traps(default_dog, message, expected):
+    assert default_dog.inspect(message, HISTORY).unlearn is expected
+
+
+@pytest.mark.parametrize("message", TRAPS)
+def test_default_watchdog_passes_the_rules_traps(default_dog, message):
+    assert not default_dog.inspect(message, HISTORY).unlearn
 
 
 def test_end_to_end_forget_when_the_engine_exists(default_patient, engine_home):

@@ -1,19 +1,23 @@
 """The watchdog: reads the last k turns and decides whether the latest user message asks to forget.
 
-Modes (for honest measurement): "model" (label log-probabilities only), "rules" (deterministic
-reading only) and "combined" (the default): the rules decide what they can read, the model is asked
-only about forgetting words outside any imperative the rules parsed and outside known traps.
+Modes (for honest measurement): "probe" (the default): a linear probe on the model's hidden states
+decides (request_probe.py) and the rules read what to forget; "rules" (deterministic reading
+only); "model" (label log-probabilities of a yes/no question only); "combined": the rules decide
+what they can read, the model is asked only about forgetting words outside any imperative the
+rules parsed and outside known traps. In every mode only the user's own words count (screen.py).
 """
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from edge_repair.pipeline.extract import ForgetPair, extract_pair
 from edge_repair.pipeline.intent import Intent, has_imperative, mentions_forgetting, read_instruction
+from edge_repair.pipeline.request_probe import RequestProbe, load_or_fit, message_features
 from edge_repair.pipeline.scoring import label_logprobs
 from edge_repair.pipeline.screen import own_text
 
-MODES = ("combined", "rules", "model")
+MODES = ("probe", "combined", "rules", "model")
 QUESTION = ('Message: "{message}"\nIs this message a request for you to forget or delete some information '
             'from your memory? Answer yes or no.')
 _TRAPS = re.compile(
@@ -26,9 +30,12 @@ _TRAPS = re.compile(
 
 @dataclass
 class WatchdogConfig:
-    mode: str = "combined"
+    mode: str = "probe"
     history_turns: int = 6        # k: the last k exchanges are read
     margin: float = 1.0          # model: calibrated yes-minus-no log-prob needed to say "unlearn"
+    # probe: score (±1 targets) needed to say "unlearn". Cross-validated on the shipped examples
+    # (SmolLM2, layer 18): 0.1 finds 97.9 % of requests with 0.6 % false positives, 0 finds 98.7 % with 0.9 %.
+    probe_margin: float = 0.1
 
 
 @dataclass
@@ -42,20 +49,23 @@ class Detection:
 class Watchdog:
     """Classifies the latest user message as chat or unlearn and extracts the forget pair."""
 
-    def __init__(self, model=None, config: WatchdogConfig | None = None):
-        self.model = model
+    def __init__(self, model=None, config: WatchdogConfig | None = None, home: Path | None = None):
+        self.model, self.home = model, home
         self.config = config or WatchdogConfig()
         if self.config.mode not in MODES:
             raise ValueError(f"watchdog mode must be one of {MODES}")
         if self.config.mode != "rules" and model is None:
             raise ValueError("the model and combined watchdogs need a model")
         self._bias: float | None = None  # content-free calibration, computed on first use
+        self._probe: RequestProbe | None = None  # fitted or read from the cache on first use
 
     def inspect(self, message: str, history: list[dict]) -> Detection:
         recent = history[-2 * self.config.history_turns:] if self.config.history_turns else []
         mode = self.config.mode
         if mode == "model":
             return self._by_model(message, recent)
+        if mode == "probe":
+            return self._by_probe(message, recent)
         intent = read_instruction(message)
         if intent is not None:
             return Detection(True, extract_pair(intent, recent), "rules")
@@ -67,6 +77,22 @@ class Watchdog:
         """Forgetting words the rules could not place: an imperative they parsed and declined is final."""
         text = own_text(message)
         return bool(text) and mentions_forgetting(text) and not has_imperative(text) and not _TRAPS.search(text)
+
+    def _by_probe(self, message: str, history: list[dict]) -> Detection:
+        text = own_text(message)
+        if not text:  # pasted or quoted material never triggers
+            return Detection(False, None, "probe")
+        score = self.probe_score(text)
+        if score < self.config.probe_margin:
+            return Detection(False, None, "probe", {"probe": score})
+        intent = read_instruction(message) or fallback_intent(text)
+        return Detection(True, extract_pair(intent, history), "probe", {"probe": score})
+
+    def probe_score(self, text: str) -> float:
+        if self._probe is None:
+            self._probe = load_or_fit(self.model, self.home)
+        features = message_features(self.model, [text], [self._probe.layer])[self._probe.layer]
+        return float(self._probe.scores(features)[0])
 
     def _by_model(self, message: str, history: list[dict]) -> Detection:
         text = own_text(message)
