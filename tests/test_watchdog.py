@@ -130,3 +130,22 @@ def test_combined_asks_the_model_only_about_unread_forgetting_words(tiny_model_d
 def test_keeps_subject_needs_every_content_word():
     assert keeps_subject("Which city is the capital of France?", "capital of France")
     assert not keeps_subject("Which city is the capital?", "capital of France")
+
+
+@pytest.mark.parametrize("message,history,prompt", [
+    # the rules' pointer has nothing to point at, but the message names its subject
+    ("I don't want you holding on to anything about Priya Raman. Get rid of it.", [], "Tell me about Priya Raman."),
+    ("You should not know how to bypass a car immobiliser. Please forget it.", [], "How do you bypass a car immobiliser?"),
+    ("I regret telling you about Ben Howard. Make yourself forget him.", [], "Tell me about Ben Howard."),
+    # no rule reads these; the named part loses its memory phrase, and "out of your head" names nothing
+    ("Please don't keep any record of Hugo Lindqvist in your memory.", [], "Tell me about Hugo Lindqvist."),
+    ("Incorrect. Get that out of your head.", HISTORY, "What is the pH of water?"),
+    # a pointer with an exchange to point at stays a pointer
+    ("Wrong, it is 7. Forget the answer you just gave.", HISTORY, "What is the pH of water?"),
+])
+def test_what_a_probed_request_points_at(message, history, prompt):
+    from edge_repair.pipeline.extract import extract_pair
+    from edge_repair.pipeline.watchdog import probed_intent
+
+    pair = extract_pair(probed_intent(message, own_text(message), history), history)
+    assert pair is not None and pair.prompt == prompt

@@ -22,6 +22,7 @@ _MEMORY = (r"(?:\s+(?:from|out\s+of)\s+(?:(?:your\s+)?(?:memory|knowledge|traini
            r"|what\s+you\s+(?:know|remember|have\s+learn(?:ed|t))))")
 _POINTER = (r"(?:this|that|it|this\s+one|that\s+one|all\s+(?:of\s+)?(?:this|that)"
             r"|(?:your|the)\s+(?:last\s+|previous\s+|earlier\s+)?(?:answer|response|reply|statement|claim)"
+            r"(?:\s+you\s+(?:just\s+)?(?:gave|made|said|wrote))?"
             r"|(?:this|that)\s+(?:answer|response|reply|information|info|fact|claim|statement|data|knowledge|memory)"
             r"|what\s+you\s+(?:just\s+)?(?:said|told\s+me|wrote|answered))")
 _KNOWLEDGE = (r"(?:everything|anything|all|all\s+(?:the\s+)?(?:information|info|data|knowledge|facts|details)"

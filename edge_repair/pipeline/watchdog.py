@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_repair.pipeline.extract import ForgetPair, extract_pair
+from edge_repair.pipeline.extract import ForgetPair, exchanges, extract_pair
 from edge_repair.pipeline.intent import Intent, has_imperative, mentions_forgetting, read_instruction
 from edge_repair.pipeline.request_probe import RequestProbe, load_or_fit, message_features
 from edge_repair.pipeline.scoring import label_logprobs
@@ -85,8 +85,7 @@ class Watchdog:
         score = self.probe_score(text)
         if score < self.config.probe_margin:
             return Detection(False, None, "probe", {"probe": score})
-        intent = read_instruction(message) or fallback_intent(text)
-        return Detection(True, extract_pair(intent, history), "probe", {"probe": score})
+        return Detection(True, extract_pair(probed_intent(message, text, history), history), "probe", {"probe": score})
 
     def probe_score(self, text: str) -> float:
         if self._probe is None:
@@ -116,8 +115,31 @@ class Watchdog:
 
 
 def fallback_intent(text: str) -> Intent:
-    """When only the model saw a request: a named subject after about/of, else the last exchange."""
-    named = re.search(r"\b(?:about|of|regarding|on)\s+(?P<t>[^.?!,;]+)", text, re.I)
-    if named:
-        return Intent("subject", named["t"].strip())
+    """When the rules read no target: the first thing named after about (else of/on/know) in the
+    user's words ("don't keep any record of X in your memory"), else the last exchange."""
+    for named in [*_ABOUT.finditer(text), *_NAMED.finditer(text)]:
+        target = re.sub(_MEMORY_TAIL, "", named["t"], flags=re.I).strip()
+        if not target or re.fullmatch(_PRONOUN, target, re.I) or re.match(_MEMORY_WORDS, target, re.I):
+            continue  # "get that out of your head" names nothing
+        return Intent("question" if re.match(r"how\s+to\b", target, re.I) else "subject", target)
     return Intent("pointer")
+
+
+def probed_intent(message: str, text: str, history: list[dict]) -> Intent:
+    """What a request the probe detected points at: the rules' reading where it names something
+    or can point back at an exchange, else what the message names ("I regret telling you about
+    Ben Howard. Make yourself forget him.")."""
+    intent = read_instruction(message)
+    if intent and intent.kind == "subject" and re.fullmatch(_PRONOUN, intent.target, re.I):
+        intent = Intent("pointer", "", intent.correction)
+    if intent and (intent.kind != "pointer" or intent.target or exchanges(history)):
+        return intent
+    named = fallback_intent(text)
+    return named if named.kind != "pointer" or intent is None else intent
+
+
+_PRONOUN = r"(?:him|her|them|it|this|that|those|these|he|she|they)"
+_MEMORY_WORDS = r"(?:your\s+)?(?:memory|memories|head|mind|brain|knowledge|system|weights|training)\b"
+_ABOUT = re.compile(r"\b(?:about|regarding|concerning)\s+(?P<t>[^.?!,;]+)", re.I)  # before of/on: "hold on to … about X"
+_NAMED = re.compile(r"\b(?:on|of|know(?:s|ing)?)\s+(?P<t>[^.?!,;]+)", re.I)
+_MEMORY_TAIL = rf"\s+(?:in|from|out\s+of|inside)\s+{_MEMORY_WORDS}.*$|\s+(?:anymore|any\s+more|please|for\s+good)$"
