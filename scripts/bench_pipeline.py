@@ -124,7 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="patient model (default: the embedded one)")
     parser.add_argument("--edits", type=int, default=10, help="how many detected requests to run through the engine")
-    parser.add_argument("--model-paraphrases", type=int, default=1)
+    parser.add_argument("--model-paraphrases", type=int, default=SurgeonConfig().model_paraphrases)
     parser.add_argument("--modes", default=",".join(MODES), help=f"watchdog modes to measure ({DEFAULT} is needed)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--out", default=None, help="directory for pipeline.json + pipeline.md")

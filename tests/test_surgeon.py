@@ -48,7 +48,7 @@ def test_paraphrase_validation_keeps_only_new_phrasings_that_keep_the_subject():
 
 def test_surgeon_without_a_model_gives_a_valid_plan_for_the_engine():
     plan, report = Surgeon(None).plan(PAIR, num_layers=30)
-    assert report.valid and plan.task == "general" and len(plan.paraphrases) >= 3
+    assert report.valid and plan.task == "general" and len(plan.paraphrases) >= 2
     assert all(keeps_subject(p, PAIR.subject) for p in plan.paraphrases)
     request = to_request(plan, PAIR)
     assert request.prompt == PAIR.prompt and request.subject == "capital of France" and request.paraphrases
@@ -67,3 +67,22 @@ def test_surgeon_with_a_tiny_model_stays_valid(tiny_model_dir):
     plan, report = surgeon.plan(PAIR, num_layers=4)
     assert report.valid and plan.task in ("personal", "harmful", "general")
     assert report.proposed_paraphrases > report.kept_paraphrases  # the random model's rewrite is dropped
+
+
+def test_a_model_rewrite_that_is_not_a_question_is_dropped(monkeypatch):
+    from edge_repair.pipeline import paraphrase
+
+    monkeypatch.setattr("edge_repair.generation.reply", lambda *a, **k: "The capital of France is Paris.")
+    assert paraphrase.model_paraphrases(None, "What is the capital of France?", 1) == [""]
+    monkeypatch.setattr("edge_repair.generation.reply", lambda *a, **k: "Which city is France's capital?")
+    assert paraphrase.model_paraphrases(None, "What is the capital of France?", 1) == ["Which city is France's capital?"]
+
+
+def test_templates_ask_about_the_whole_subject_only_when_all_of_it_goes():
+    from edge_repair.pipeline.paraphrase import template_paraphrases
+
+    fact = template_paraphrases("What is the capital of Poland?", "Poland")
+    assert not any("Tell me about Poland" in p for p in fact)
+    assert fact and all("Poland" in p for p in fact)
+    everything = template_paraphrases("Tell me about Maya Taylor.", "Maya Taylor", whole_subject=True)
+    assert "What do you know about Maya Taylor?" in everything and "Who is Maya Taylor?" in everything

@@ -12,19 +12,20 @@ MAX_PARAPHRASE_CHARS = 200
 REWRITE = "Rewrite this question with different words. Reply with the new question only.\nQuestion: {prompt}"
 
 
-def template_paraphrases(prompt: str, subject: str) -> list[str]:
-    """Fixed rewrites that keep the subject by construction."""
+def template_paraphrases(prompt: str, subject: str, whole_subject: bool = False) -> list[str]:
+    """Fixed rewrites that keep the subject by construction; questions about the whole subject
+    ("Tell me about Poland.") only when all of it is to go, not for one fact about it: with them
+    the direct path declined Poland's capital (neighbours changed), without them 9 of 10 facts
+    verified. Three indirect forms on top ("Can you tell me what the capital of Poland is?")
+    verified fewer edits and did not carry to unseen phrasings either; not kept."""
     question = prompt.strip()
     lowered = question[0].lower() + question[1:] if question else question
-    out = [
-        f"Tell me about {subject}.",
-        f"What do you know about {subject}?",
-        f"Can you give me information on {subject}?",
-        f"Quick question: {lowered}",
-        f"{question.rstrip('?.!')}? Please answer briefly.",
-    ]
-    if _looks_like_name(subject):
-        out.append(f"Who is {subject}?")
+    out = [f"Quick question: {lowered}", f"{question.rstrip('?.!')}? Please answer briefly."]
+    if whole_subject:
+        out = [f"Tell me about {subject}.", f"What do you know about {subject}?",
+               f"Can you give me information on {subject}?", *out]
+        if _looks_like_name(subject):
+            out.append(f"Who is {subject}?")
     return out
 
 
@@ -37,6 +38,8 @@ def model_paraphrases(patient, prompt: str, count: int, max_tokens: int = 28) ->
         text = reply(patient, [{"role": "user", "content": REWRITE.format(prompt=seed)}], max_tokens)
         line = text.strip().split("\n")[0].strip().strip('"')
         line = re.sub(r"^(?:new\s+question|question|rewritten(?:\s+question)?)\s*:\s*", "", line, flags=re.I)
+        if prompt.rstrip().endswith("?") and not line.endswith("?"):
+            line = ""  # a statement, often the answer itself ("The capital of Germany is Berlin."): never a probe
         out.append(line)
         seed = line or prompt
     return out

@@ -28,7 +28,10 @@ KIND_LABELS = {"personal": "A specific person.", "harmful": "Something dangerous
 
 @dataclass
 class SurgeonConfig:
-    model_paraphrases: int = 1     # greedy rewrites by the model (each ~2 s on a small CPU)
+    # Greedy rewrites by the model (~1.2 s each here). Off by default: asked to rewrite 24 fact
+    # questions, the 135M default answered all 24 instead ("The capital of Germany is Berlin."),
+    # and such a statement passed validation (it keeps the subject) and became a phrasing to refuse.
+    model_paraphrases: int = 0
     max_paraphrases: int = MAX_PARAPHRASES
 
 
@@ -53,7 +56,7 @@ class Surgeon:
         generated = []
         if self.model is not None and self.config.model_paraphrases:
             generated = model_paraphrases(self.model, pair.prompt, self.config.model_paraphrases)
-        candidates = generated + template_paraphrases(pair.prompt, pair.subject)
+        candidates = generated + template_paraphrases(pair.prompt, pair.subject, pair.whole_subject)
         kept = valid_paraphrases(candidates, pair.prompt, pair.subject, self.config.max_paraphrases)
         plan = RepairPlan(task=task, subject=pair.subject, paraphrases=kept, **PRESETS[task])
         problems = plan_problems(plan, num_layers)
