@@ -19,9 +19,10 @@ def test_facts_schema_and_count():
     facts = datasets.facts()
     assert len(facts) >= 40
     for f in facts:
-        assert set(f) == {"id", "subject", "question", "paraphrases", "answer", "aliases", "heldout_paraphrase"}
-        assert len(f["paraphrases"]) == 3 and f["answer"] in f["aliases"]
-        phrasings = [f["question"], *f["paraphrases"], f["heldout_paraphrase"]]
+        assert set(f) == {"id", "subject", "question", "paraphrases", "answer", "aliases", "heldout_paraphrase",
+                          "unseen_paraphrases"}
+        assert len(f["paraphrases"]) == 3 and len(f["unseen_paraphrases"]) == 3 and f["answer"] in f["aliases"]
+        phrasings = [f["question"], *f["paraphrases"], f["heldout_paraphrase"], *f["unseen_paraphrases"]]
         _no_duplicates(phrasings)
         assert all(isinstance(p, str) and p.strip() for p in phrasings)
         assert not any(mentions(p, f["aliases"]) for p in phrasings), f"{f['id']}: the answer leaks into a phrasing"

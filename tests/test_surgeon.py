@@ -86,3 +86,17 @@ def test_templates_ask_about_the_whole_subject_only_when_all_of_it_goes():
     assert fact and all("Poland" in p for p in fact)
     everything = template_paraphrases("Tell me about Maya Taylor.", "Maya Taylor", whole_subject=True)
     assert "What do you know about Maya Taylor?" in everything and "Who is Maya Taylor?" in everything
+
+
+@pytest.mark.parametrize("question,rewrite", [
+    ("What is the capital of Poland?", "The capital of Poland is what?"),
+    ("Which element has the chemical symbol Fe?", "Name the element that has the chemical symbol Fe."),
+    ("Who wrote Hamlet?", "Name the person who wrote Hamlet."),
+    ("In which city is the Colosseum?", "Which city is the Colosseum in?"),
+    ("How many days are in a week?", "Tell me how many days are in a week."),
+])
+def test_question_rewrites_keep_the_question(question, rewrite):
+    from edge_repair.pipeline.paraphrase import question_rewrites
+
+    assert rewrite in question_rewrites(question)
+    assert question_rewrites("Tell me about Maya Taylor.") == []

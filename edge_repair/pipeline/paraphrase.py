@@ -20,13 +20,41 @@ def template_paraphrases(prompt: str, subject: str, whole_subject: bool = False)
     verified fewer edits and did not carry to unseen phrasings either; not kept."""
     question = prompt.strip()
     lowered = question[0].lower() + question[1:] if question else question
-    out = [f"Quick question: {lowered}", f"{question.rstrip('?.!')}? Please answer briefly."]
+    out = [f"Quick question: {lowered}", f"{question.rstrip('?.!')}? Please answer briefly.",
+           *question_rewrites(question)]
     if whole_subject:
         out = [f"Tell me about {subject}.", f"What do you know about {subject}?",
                f"Can you give me information on {subject}?", *out]
         if _looks_like_name(subject):
             out.append(f"Who is {subject}?")
     return out
+
+
+def question_rewrites(question: str) -> list[str]:
+    """The same wh-question in other shapes ("What is the capital of X?" → "Tell me the capital of
+    X.", "The capital of X is what?"): a small model cannot be asked to paraphrase (see surgeon.py)."""
+    q = question.strip().rstrip("?").strip()
+    if not question.strip().endswith("?"):
+        return []
+    copula = re.match(r"^(?P<wh>what|who|which|where|when)\s+(?P<cop>is|are|was|were)\s+(?P<np>.+)$", q, re.I)
+    if copula:
+        wh, cop, np = copula["wh"].lower(), copula["cop"].lower(), copula["np"]
+        return [f"Tell me {np}.", f"Do you know {wh} {np} {cop}?", f"{np[0].upper()}{np[1:]} {cop} {wh}?"]
+    place = re.match(r"^(?:in|on|at)\s+which\s+(?P<n>\w+)\s+(?P<cop>is|are|was|were)\s+(?P<np>.+)$", q, re.I)
+    if place:
+        return [f"Which {place['n']} {place['cop']} {place['np']} in?", f"Tell me the {place['n']} where {place['np']} {place['cop']}."]
+    kind = re.match(r"^(?P<wh>which|what)\s+(?P<n>\w+)\s+(?P<vp>.+)$", q, re.I)
+    if kind and kind["n"].lower() not in ("is", "are", "was", "were", "does", "do", "did"):
+        other = "What" if kind["wh"].lower() == "which" else "Which"
+        return [f"{other} {kind['n']} {kind['vp']}?", f"Tell me which {kind['n']} {kind['vp']}.",
+                f"Name the {kind['n']} that {kind['vp']}."]
+    agent = re.match(r"^who\s+(?P<vp>(?!is\b|are\b|was\b|were\b|did\b|does\b)\w+.*)$", q, re.I)
+    if agent:
+        return [f"Tell me who {agent['vp']}.", f"Name the person who {agent['vp']}.", f"Who was it that {agent['vp']}?"]
+    amount = re.match(r"^how\s+(?P<rest>(?:many|much|tall|long|old|far|big|high)\b.+)$", q, re.I)
+    if amount:
+        return [f"Tell me how {amount['rest']}.", f"Do you know how {amount['rest']}?"]
+    return []
 
 
 def model_paraphrases(patient, prompt: str, count: int, max_tokens: int = 28) -> list[str]:
