@@ -13,11 +13,11 @@ REWRITE = "Rewrite this question with different words. Reply with the new questi
 
 
 def template_paraphrases(prompt: str, subject: str, whole_subject: bool = False) -> list[str]:
-    """Fixed rewrites that keep the subject by construction; questions about the whole subject
-    ("Tell me about Poland.") only when all of it is to go, not for one fact about it: with them
-    the direct path declined Poland's capital (neighbours changed), without them 9 of 10 facts
-    verified. Three indirect forms on top ("Can you tell me what the capital of Poland is?")
-    verified fewer edits and did not carry to unseen phrasings either; not kept."""
+    """Fixed rewrites that keep the subject by construction. Questions about the whole subject
+    ("Tell me about Poland.") only when all of it is to go: for one fact they ask for more than the
+    user named, and the direct path's edit of Poland's capital then changed 3 of 8 neighbours
+    (declined). Indirect forms ("Can you tell me what the capital of Poland is?") verified fewer
+    edits without carrying further; not kept (scripts/bench_direct.py measures the reach)."""
     question = prompt.strip()
     lowered = question[0].lower() + question[1:] if question else question
     out = [f"Quick question: {lowered}", f"{question.rstrip('?.!')}? Please answer briefly.",
@@ -42,7 +42,8 @@ def question_rewrites(question: str) -> list[str]:
         return [f"Tell me {np}.", f"Do you know {wh} {np} {cop}?", f"{np[0].upper()}{np[1:]} {cop} {wh}?"]
     place = re.match(r"^(?:in|on|at)\s+which\s+(?P<n>\w+)\s+(?P<cop>is|are|was|were)\s+(?P<np>.+)$", q, re.I)
     if place:
-        return [f"Which {place['n']} {place['cop']} {place['np']} in?", f"Tell me the {place['n']} where {place['np']} {place['cop']}."]
+        return [f"Which {place['n']} {place['cop']} {place['np']} in?",
+                f"Tell me the {place['n']} where {place['np']} {place['cop']}."]
     kind = re.match(r"^(?P<wh>which|what)\s+(?P<n>\w+)\s+(?P<vp>.+)$", q, re.I)
     if kind and kind["n"].lower() not in ("is", "are", "was", "were", "does", "do", "did"):
         other = "What" if kind["wh"].lower() == "which" else "Which"

@@ -27,6 +27,13 @@ _TRAPS = re.compile(
     r"|\b(?:i|we|they|he|she|you)\s+(?:always\s+|often\s+|sometimes\s+|usually\s+)?forget\b"
     r"|\bhow\s+(?:do|can|to|would|should|does)\b|\?\s*$", re.I)
 
+# What a probe-detected request names when the rules read no target (fallback_intent).
+_PRONOUN = r"(?:him|her|them|it|this|that|those|these|he|she|they)"
+_MEMORY_WORDS = r"(?:your\s+)?(?:memory|memories|head|mind|brain|knowledge|system|weights|training)\b"
+_ABOUT = re.compile(r"\b(?:about|regarding|concerning)\s+(?P<t>[^.?!,;]+)", re.I)  # before of/on: "hold on to … about X"
+_NAMED = re.compile(r"\b(?:on|of|know(?:s|ing)?)\s+(?P<t>[^.?!,;]+)", re.I)
+_MEMORY_TAIL = rf"\s+(?:in|from|out\s+of|inside)\s+{_MEMORY_WORDS}.*$|\s+(?:anymore|any\s+more|please|for\s+good)$"
+
 
 @dataclass
 class WatchdogConfig:
@@ -55,7 +62,7 @@ class Watchdog:
         if self.config.mode not in MODES:
             raise ValueError(f"watchdog mode must be one of {MODES}")
         if self.config.mode != "rules" and model is None:
-            raise ValueError("the model and combined watchdogs need a model")
+            raise ValueError("the probe, model and combined watchdogs need a model")
         self._bias: float | None = None  # content-free calibration, computed on first use
         self._probe: RequestProbe | None = None  # fitted or read from the cache on first use
 
@@ -136,10 +143,3 @@ def probed_intent(message: str, text: str, history: list[dict]) -> Intent:
         return intent
     named = fallback_intent(text)
     return named if named.kind != "pointer" or intent is None else intent
-
-
-_PRONOUN = r"(?:him|her|them|it|this|that|those|these|he|she|they)"
-_MEMORY_WORDS = r"(?:your\s+)?(?:memory|memories|head|mind|brain|knowledge|system|weights|training)\b"
-_ABOUT = re.compile(r"\b(?:about|regarding|concerning)\s+(?P<t>[^.?!,;]+)", re.I)  # before of/on: "hold on to … about X"
-_NAMED = re.compile(r"\b(?:on|of|know(?:s|ing)?)\s+(?P<t>[^.?!,;]+)", re.I)
-_MEMORY_TAIL = rf"\s+(?:in|from|out\s+of|inside)\s+{_MEMORY_WORDS}.*$|\s+(?:anymore|any\s+more|please|for\s+good)$"
