@@ -69,6 +69,7 @@ def run_chat(model=None, max_tokens=256, temp=0.0, system=None, input_fn=input, 
 
     patient = open_patient(model)
     pipeline = default_pipeline(patient, load_patient(watchdog) if watchdog else None)
+    pipeline.watchdog.prepare()  # every message is read by it: fit its probe now, not on the first message
     session = ChatSession(patient, max_tokens, temp, system, pipeline)
     typer.echo("edge-repair chat — !help for commands, !quit to leave", err=True)
     while True:

@@ -59,3 +59,18 @@ def test_bang_forget_edits_then_undo(session, capsys):
     assert rows[0]["id"] in capsys.readouterr().err
     handle_line(session, f"!undo {rows[0]['id']}", input_fn=answers(), write=None)
     assert list_edits() == []
+
+
+def test_chat_prepares_the_watchdog_before_the_first_message(tiny_model_dir, monkeypatch):
+    from edge_repair import chat
+    from edge_repair.pipeline import watchdog
+
+    fitted = []
+    real = watchdog.load_or_fit
+    monkeypatch.setattr(watchdog, "load_or_fit", lambda *a, **k: fitted.append(1) or real(*a, **k))
+
+    def first_input(prompt=""):
+        assert fitted, "the first message would wait for the probe to be fitted"
+        return "!quit"
+
+    chat.run_chat(str(tiny_model_dir), max_tokens=3, input_fn=first_input)

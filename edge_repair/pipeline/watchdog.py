@@ -94,9 +94,13 @@ class Watchdog:
             return Detection(False, None, "probe", {"probe": score})
         return Detection(True, extract_pair(probed_intent(message, text, history), history), "probe", {"probe": score})
 
-    def probe_score(self, text: str) -> float:
-        if self._probe is None:
+    def prepare(self) -> None:
+        """Load (or fit, once per model) what the mode needs before the first message."""
+        if self.config.mode == "probe" and self._probe is None:
             self._probe = load_or_fit(self.model, self.home)
+
+    def probe_score(self, text: str) -> float:
+        self.prepare()
         features = message_features(self.model, [text], [self._probe.layer])[self._probe.layer]
         return float(self._probe.scores(features)[0])
 
