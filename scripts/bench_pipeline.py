@@ -129,6 +129,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--out", default=None, help="directory for pipeline.json + pipeline.md")
     args = parser.parse_args()
+    if DEFAULT not in args.modes.split(","):
+        parser.error(f"--modes must include {DEFAULT} (its detections go through the engine)")
     patient = load_patient(args.model)
     dialogues = load_dialogues()
     report = {}

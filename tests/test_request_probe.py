@@ -48,7 +48,7 @@ def test_probe_is_fitted_once_and_a_damaged_cache_is_refitted(tiny_model_dir, tm
     assert probe.layer in request_probe.candidate_layers(len(patient.layers))
     [cached] = tmp_path.glob("request-*.npz")
 
-    def refit(_patient):
+    def refit(*_):
         raise AssertionError("refitted although the cache was readable")
 
     monkeypatch.setattr(request_probe, "fitted", refit)

@@ -8,6 +8,7 @@ from tests.test_watchdog import TRAPS
 
 pytestmark = pytest.mark.slow
 
+
 @pytest.fixture(scope="module")
 def default_dog(default_patient):
     """The default (probe) watchdog; its probe is fitted once per model cache (~20 s) and reused."""

@@ -111,9 +111,8 @@ def training_set() -> tuple[list[str], np.ndarray]:
     return texts, np.array([e["label"] == "unlearn" for e in examples] + [False] * len(questions))
 
 
-def fitted(patient) -> RequestProbe:
+def fitted(patient, texts: list[str], labels: np.ndarray) -> RequestProbe:
     """The probe at the candidate layer with the lowest cross-validated error, fitted on all examples."""
-    texts, labels = training_set()
     features = message_features(patient, texts, candidate_layers(len(patient.layers)))
     layer = min(features, key=lambda l: cross_validated_error(features[l], labels))
     return fit(features[layer], labels, layer)
@@ -138,7 +137,7 @@ def load_or_fit(patient, home: Path | None = None, cache: Path | None = None) ->
         except (ValueError, KeyError, OSError, EOFError):  # a damaged cache is refitted, never trusted
             path.unlink(missing_ok=True)
     status(f"preparing the watchdog for this model (once, {len(texts)} example messages)")
-    probe = fitted(patient)
+    probe = fitted(patient, texts, labels)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes(path, probe.to_bytes())
     return probe
