@@ -18,7 +18,8 @@ _LEAD = (r"^(?:(?:ok(?:ay)?|so|now|hey|alright|also|and|but|then|well|actually|y
          r"(?:please\s+)?(?:make\s+yourself\s+|try\s+to\s+)?")
 _FORGET = r"(?:forget|unlearn|stop\s+(?:remembering|knowing)|no\s+longer\s+(?:remember|know))"
 _EDIT = r"(?:remove|delete|erase|wipe|purge|scrub|scrap|drop|get\s+rid\s+of|discard)"
-_MEMORY = (r"(?:\s+(?:from|out\s+of)\s+(?:(?:your\s+)?(?:memory|knowledge|training(?:\s+data)?|weights|brain|mind|model|head)"
+MEMORY_NOUNS = r"(?:memory|knowledge|training(?:\s+data)?|weights|brain|mind|model|head)"
+_MEMORY = (rf"(?:\s+(?:from|out\s+of)\s+(?:(?:your\s+)?{MEMORY_NOUNS}"
            r"|what\s+you\s+(?:know|remember|have\s+learn(?:ed|t))))")
 _POINTER = (r"(?:this|that|it|this\s+one|that\s+one|all\s+(?:of\s+)?(?:this|that)"
             r"|(?:your|the)\s+(?:last\s+|previous\s+|earlier\s+)?(?:answer|response|reply|statement|claim)"
@@ -39,7 +40,7 @@ _CORRECTION = re.compile(r"\b(?:wrong|incorrect|not\s+(?:true|correct|right)|fal
 _NOT_WANTED = re.compile(r"^i(?:\s+(?:do\s+not|don't)\s+want\s+you\s+to|(?:'d|\s+would)\s+rather\s+you\s+(?:didn't|did\s+not|not))"
                          r"\s+(?:know|remember)\s+(?:anything\s+)?(?:about\s+)?(?P<t>.+)$", re.I)
 _TRAILING_WORDS = r"(?:\s+(?:anymore|any\s+more|again|please|for\s+me|for\s+good|forever|completely|entirely|now|right\s+now))+"
-_TRAILING = _TRAILING_WORDS + "$"
+TRAILING = _TRAILING_WORDS + "$"
 # "I'd like the boiling point of water removed from your knowledge": the wish, not the imperative.
 _WANT_GONE = re.compile(r"^(?:please\s+)?i(?:'d|\s+would)?\s+(?:like|want|need)\s+(?!you\b)(?P<t>.+?)\s+"
                         r"(?P<verb>removed|deleted|erased|wiped|purged|forgotten|unlearned|unlearnt|gone)"
@@ -89,7 +90,7 @@ def has_imperative(message: str) -> bool:
 def _read_clause(clause: str, correction: bool, switching: bool = False) -> Intent | None:
     unwanted = _NOT_WANTED.match(clause)
     if unwanted:
-        return Intent("subject", re.sub(_TRAILING, "", unwanted["t"], flags=re.I).strip(), correction)
+        return Intent("subject", re.sub(TRAILING, "", unwanted["t"], flags=re.I).strip(), correction)
     wish = _WANT_GONE.match(clause)
     if wish and (wish["memory"] or re.match(r"forgotten|unlearn", wish["verb"], re.I)):  # not "X removed from a list"
         return _read_object(wish["t"], True, correction)
@@ -107,7 +108,7 @@ def _read_clause(clause: str, correction: bool, switching: bool = False) -> Inte
 
 def _read_object(obj: str, forgetting: bool, correction: bool, idiom: bool = False) -> Intent | None:
     """`idiom`: the verb makes "<verb> it" mean "never mind" ("forget it", "drop it")."""
-    obj = re.sub(_TRAILING, "", obj, flags=re.I).strip()
+    obj = re.sub(TRAILING, "", obj, flags=re.I).strip()
     stripped = re.sub(rf"{_MEMORY}$", "", obj, flags=re.I).strip()
     from_memory, obj = stripped != obj, stripped
     if re.fullmatch(_POINTER, obj, re.I):

@@ -33,9 +33,9 @@ def template_paraphrases(prompt: str, subject: str, whole_subject: bool = False)
 def question_rewrites(question: str) -> list[str]:
     """The same wh-question in other shapes ("What is the capital of X?" → "Tell me the capital of
     X.", "The capital of X is what?"): a small model cannot be asked to paraphrase (see surgeon.py)."""
-    q = question.strip().rstrip("?").strip()
     if not question.strip().endswith("?"):
         return []
+    q = question.strip().rstrip("?").strip()
     copula = re.match(r"^(?P<wh>what|who|which|where|when)\s+(?P<cop>is|are|was|were)\s+(?P<np>.+)$", q, re.I)
     if copula:
         wh, cop, np = copula["wh"].lower(), copula["cop"].lower(), copula["np"]

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_repair.pipeline.extract import ForgetPair, exchanges, extract_pair
-from edge_repair.pipeline.intent import Intent, has_imperative, mentions_forgetting, read_instruction
+from edge_repair.pipeline.intent import (MEMORY_NOUNS, TRAILING, Intent, has_imperative, mentions_forgetting,
+                                        read_instruction)
 from edge_repair.pipeline.request_probe import RequestProbe, load_or_fit, message_features
 from edge_repair.pipeline.scoring import label_logprobs
 from edge_repair.pipeline.screen import own_text
@@ -29,10 +30,10 @@ _TRAPS = re.compile(
 
 # What a probe-detected request names when the rules read no target (fallback_intent).
 _PRONOUN = r"(?:him|her|them|it|this|that|those|these|he|she|they)"
-_MEMORY_WORDS = r"(?:your\s+)?(?:memory|memories|head|mind|brain|knowledge|system|weights|training)\b"
+_MEMORY_WORDS = rf"(?:your\s+)?(?:{MEMORY_NOUNS}|memories|system)\b"
 _ABOUT = re.compile(r"\b(?:about|regarding|concerning)\s+(?P<t>[^.?!,;]+)", re.I)  # before of/on: "hold on to … about X"
 _NAMED = re.compile(r"\b(?:on|of|know(?:s|ing)?)\s+(?P<t>[^.?!,;]+)", re.I)
-_MEMORY_TAIL = rf"\s+(?:in|from|out\s+of|inside)\s+{_MEMORY_WORDS}.*$|\s+(?:anymore|any\s+more|please|for\s+good)$"
+_MEMORY_TAIL = rf"\s+(?:in|from|out\s+of|inside)\s+{_MEMORY_WORDS}.*$|{TRAILING}"
 
 
 @dataclass
