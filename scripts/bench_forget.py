@@ -119,6 +119,7 @@ SWEEP = [
     ("threshold 0.6", "stamp-gated", "auto", {"threshold": 0.6}, None),
     ("ridge λ 1000", "stamp-gated", "auto", {"ridge": 1000.0}, None),
     ("key not blind to the refusal shift", "stamp-gated", "auto", {"blind": False}, None),
+    ("+ shared follow-through unit (default until session 13)", "stamp-gated", "auto", {"follow_through": True}, None),
     ("paper-literal STAMP, layer 7", "stamp", "7", {}, None),
     ("paper-literal STAMP-LR r=8, layer 7", "stamp-lr", "7", {}, 8),
     ("paper-literal STAMP-LR r=64, layer 7", "stamp-lr", "7", {}, 64),

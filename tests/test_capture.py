@@ -110,3 +110,33 @@ def test_prefix_caches_merge_into_a_batch_cache_that_grows_in_small_steps(tiny_m
     # generating past several steps gives the same tokens as one prompt alone (no shared prefix)
     prompts = ["hello there", "what is up"]
     assert greedy_tokens(patient, prompts, 40) == [greedy_tokens(patient, [p], 40)[0] for p in prompts]
+
+
+def test_replaying_the_upper_blocks_after_a_shared_prefix_matches_running_them_all(tiny_model_dir):
+    """Stored residuals below an edit plus the edited model's own prefix cache give the same logits."""
+    import numpy as np
+
+    from edge_repair.engine.capture import replayed_logits, residuals
+    from edge_repair.engine.lowrank import set_factors
+    from edge_repair.engine.verify import chat_tokens, forced_predictions
+
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    prompts = ["What is the capital of France?", "What is the capital of Peru?", "What is the capital of Chad?"]
+    lists = [chat_tokens(patient.tokenizer, p) for p in prompts]
+    replies = greedy_tokens(patient, prompts, 4)
+    hidden = residuals(patient.model, lists, 2)
+    checked = residuals(patient.model, [t + r for t, r in zip(lists, replies)], 2)
+    _, stale = prefix_cache(patient.model, lists)  # the unedited model's
+    rng = np.random.default_rng(0)  # an edit above the replay layer that also moves the shared prefix
+    set_factors(patient.model, {"model.layers.2.mlp.down_proj": (mx.array(rng.normal(size=(128, 2)), mx.float32),
+                                                                 mx.array(rng.normal(size=(2, 64)), mx.float32))})
+    n, cache = prefix_cache(patient.model, lists)
+    assert n >= 8
+    full = patient.model(mx.array([lists[0]]))[0, n:]
+    replayed = replayed_logits(patient.model, 2, [hidden[0][n:]], repeat_cache(cache, 1))[0]
+    assert mx.allclose(full, replayed, atol=1e-4)
+    assert not mx.allclose(full, replayed_logits(patient.model, 2, [hidden[0][n:]], repeat_cache(stale, 1))[0], atol=1e-3)
+    assert first_tokens(patient, prompts, replay=(2, hidden)) == first_tokens(patient, prompts)
+    assert all(np.array_equal(a, b) for a, b in zip(forced_predictions(patient, prompts, replies, replay=(2, checked)),
+                                                     forced_predictions(patient, prompts, replies)))
+    set_factors(patient.model, {})

@@ -372,7 +372,7 @@ def test_wide_neighbours_count_only_new_refusal_openings(tiny_model_dir, monkeyp
     patient = load_patient(str(tiny_model_dir), compute="f32")
     opener = reply_tokens(patient.tokenizer, forget.REFUSAL)[0]
     answers = iter([[5, opener, 7, 8], [opener, opener, 7, 9]])  # base, then after an edit
-    monkeypatch.setattr(forget, "first_tokens", lambda patient, prompts: next(answers))
+    monkeypatch.setattr(forget, "first_tokens", lambda patient, prompts, replay=None: next(answers))
     wide = forget._WideNeighbours(patient, ["q1", "q2", "q3", "q4"], [1, 2])
     assert wide.newly_refusing() == [0]  # q2 refused before the edit too; q4 changed but does not refuse
     assert forget._WideNeighbours(patient, [], [1]).newly_refusing() == []

@@ -24,8 +24,13 @@ def test_forget_one_fact_keeps_another(default_patient, engine_home):
         # one answer unit per layer, plus a continuation unit if a reply drifted back to the answer
         assert result.edit.info["method"] == "stamp-gated" and result.edit.rank in (1, 2)
         assert result.edit.rank == result.edit.info["history"][-1][1]  # the verified try's rank
-        # the first edit brings the shared follow-through, one unit per edited layer
-        assert {k.split(".")[2] for k in result.edit.shared} == {str(l) for l in result.edit.info["layers"]}
+        # no shared follow-through by default (measured: it changed a quarter of ordinary chat replies)
+        assert not result.edit.shared
+        chat = datasets.chat_probes()[:10]
+        set_factors(default_patient.model, {})
+        before = greedy_replies(default_patient, chat, 16)
+        set_factors(default_patient.model, result.edit.factors)
+        assert sum(a == b for a, b in zip(before, greedy_replies(default_patient, chat, 16))) >= 9
     finally:
         set_factors(default_patient.model, {})
 
@@ -66,7 +71,6 @@ def test_stacked_forgets_of_similar_facts_never_spill_onto_a_third(default_patie
             request = ForgetRequest(prompt=fact["question"], paraphrases=fact["paraphrases"], subject=fact["subject"])
             results.append(forget(default_patient, request, datasets.retain_prompts()))
         assert results[0].verification.verified, results[0].edit.info
-        assert results[0].edit.shared and not results[1].edit.shared  # the follow-through is added once
         second_check = results[1].verification
         if second_check.reason and "other subjects changed too" in second_check.reason:
             # measured on the pre-edit model (Germany's edit alone), which must be restored after

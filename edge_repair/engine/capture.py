@@ -218,17 +218,18 @@ class _Replay(_BlockWrapper):
         return x if self._hidden is None else self._hidden.astype(x.dtype)
 
 
-def residuals(model: nn.Module, token_lists: list[list[int]], layer: int) -> list[mx.array]:
+def residuals(model: nn.Module, token_lists: list[list[int]], layer: int, batch_size: int = 8) -> list[mx.array]:
     """Per token list: the residual stream entering block `layer` (layer ≥ 1) at every token."""
-    acts = capture(model, token_lists, [layer - 1], kinds=("resid",))
+    acts = capture(model, token_lists, [layer - 1], batch_size=batch_size, kinds=("resid",))
     bounds = [0] + list(itertools.accumulate(acts.lengths))
     return [acts.resid[layer - 1][a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
-def replayed_logits(model: nn.Module, layer: int, hidden: list[mx.array]) -> mx.array:
+def replayed_logits(model: nn.Module, layer: int, hidden: list[mx.array], cache: list | None = None) -> mx.array:
     """Logits of right-padded sequences from their residuals entering block `layer`: the blocks
     below are not run again. Exact as long as nothing below `layer` differs from when the
-    residuals were captured (edits confined to the upper layers)."""
+    residuals were captured (edits confined to the upper layers). With `cache` (a shared prefix's
+    KV cache, repeated per row, see prefix_cache), `hidden` holds only the tokens after the prefix."""
     width = max(len(h) for h in hidden)
     batch = mx.stack([mx.pad(h, [(0, width - len(h)), (0, 0)]) for h in hidden])
     blocks = model.layers
@@ -236,7 +237,7 @@ def replayed_logits(model: nn.Module, layer: int, hidden: list[mx.array]) -> mx.
     try:
         for i in range(layer):
             blocks[i] = _Replay(originals[i], batch if i == layer - 1 else None)
-        return model(mx.zeros(batch.shape[:2], mx.int32))
+        return model(mx.zeros(batch.shape[:2], mx.int32), cache=cache)
     finally:
         for i in range(layer):
             blocks[i] = originals[i]

@@ -8,6 +8,13 @@ model from shipped general questions, kept in the sealed negative bank, and acti
 one edit is. One shared unit rather than one per edit: measured on 20 stacked edits, per-edit
 copies all fired on every refusal (replies collapsed to one repeated word) and the 40 neurons per
 layer they overwrote cost +5.9 % perplexity on their own (answer units alone: +1.8 %).
+
+Off by default since session 14 (EngineConfig.follow_through): with today's keys, near misses and
+wide check the answer unit alone ends the refusal too, and the follow-through was what changed
+ordinary chat. It fires on any reply's "I'm" after a question ("I'm glad…" → "I'm sorry…") and
+on sentence ends (a greeting cut after "Hello!"): alone it changed 5 of 20 chat replies, the
+answer units 0. Measured on 10 facts: chat unchanged 98.0 % without it against 76.5 % with it,
+and verified 10/10 against 9/10 (README, Measured).
 """
 
 import mlx.core as mx

@@ -3,9 +3,9 @@
 Default method "stamp-gated" (see gated.py): a gated unit per layer of a band near the top of
 the network, keyed on the forget prompt's last position (where the answer's first token is
 decided), valued by the residual shift a refusal context produces there, designed against the
-base model and verified against the base model's answers; the shared follow-through
-(follow_through.py) finishes the refusal it starts. When a reply starts differently but drifts
-back to the answer, the next try adds a continuation unit per layer (rank 2).
+base model and verified against the base model's answers. When a reply starts differently but
+drifts back to the answer, the next try adds a continuation unit per layer (rank 2). The shared
+follow-through (follow_through.py) is an option, off by default: measured, it cost chat replies.
 "stamp" and "stamp-lr" are the paper's literal recipe (steering vector r_SV, Eq. 4, added to the
 MLP output at one layer, solved by Eq. 8–9 or 10–11) kept for comparison in the benchmarks.
 """
@@ -18,7 +18,7 @@ import numpy as np
 
 from edge_repair import datasets
 from edge_repair.engine import follow_through, gated, literal, substitutes, units
-from edge_repair.engine.capture import capture
+from edge_repair.engine.capture import capture, residuals
 from edge_repair.engine.lowrank import (LowRankEdit, base_model, current_factors, edited_layers, mlp_weights,
                                         rewritten_neurons, set_factors, stack)
 from edge_repair.engine.negatives import CHECK_TOKENS, NegativeBank, load_or_build
@@ -154,6 +154,7 @@ class EngineConfig:
     ridge: float = 0.1          # λ of the key solve: larger keeps keys off directions the retain rows barely span
     key_rounds: int = gated.KEY_ROUNDS  # reweighting rounds of the key solve (gated.key_classifier)
     wide_neighbours: int = WIDE_NEIGHBOURS  # same-kind subjects whose reply's opening is checked (0: none)
+    follow_through: bool = False  # the shared unit that finishes a refusal (follow_through.py; off: see there)
 
 
 def band(num_layers: int, layers: str | list[int]) -> list[int]:
@@ -171,10 +172,11 @@ def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeB
     """Gated units per layer (see units.py); returns (strength, rank) -> factors (solves are cached).
 
     Rank 1: the answer unit fires at each phrasing's last token, where the answer's first token is
-    decided, and turns it toward a refusal; the shared follow-through (follow_through.py) finishes
-    the refusal. Rank 2 adds a continuation unit keyed on a refusal's tokens after this edit's
-    phrasings, for answers learnt so firmly that the reply drifts back to them after "I'm"
-    (measured: fine-tuned personal profiles, at every strength). It is built only when needed.
+    decided, and turns it toward a refusal (with config.follow_through, the shared unit of
+    follow_through.py finishes the refusal). Rank 2 adds a continuation unit keyed on a refusal's
+    tokens after this edit's phrasings, for answers learnt so firmly that the reply drifts back to
+    them after "I'm" (measured: fine-tuned personal profiles, at every strength). It is built only
+    when needed.
     `excluded`: bank prompts left out of the negatives (they are about the forget subject);
     `stand_ins`: same-kind subjects swapped into the near misses (substitutes.py).
     """
@@ -257,15 +259,15 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     wide = _WideNeighbours(patient, neighbour_prompts(request.prompt, request.subject,
                                                             ranked[: config.wide_neighbours]), layers)
     neighbours = neighbour_prompts(request.prompt, request.subject, held_out)
-    # Neighbours are compared on their first sentence (NEIGHBOUR_TOKENS tokens); the forget prompt's
-    # own reply is needed in full only when the caller did not say what to forget.
-    asked = ([] if request.response else [(request.prompt, config.verify_tokens)]) + [(p, NEIGHBOUR_TOKENS) for p in neighbours]
-    base = _base_replies(patient, [p for p, _ in asked], [n for _, n in asked])
+    # One batch on the base model: how each phrasing's reply starts (does an edit change it?), the
+    # forget prompt's whole reply when the caller did not say what to forget, and each neighbour's
+    # first sentence (NEIGHBOUR_TOKENS tokens, what neighbours are compared on).
+    lengths = [1 if request.response else config.verify_tokens] + [1] * (len(prompts) - 1)
+    base = _base_replies(patient, prompts + neighbours, lengths + [NEIGHBOUR_TOKENS] * len(neighbours))
     response = request.response or patient.tokenizer.decode(base[0]).strip()
-    neighbour_replies = base[len(asked) - len(neighbours):]
+    openings = [reply[:1] for reply in base[:len(prompts)]]
+    neighbour_replies = base[len(prompts):]
     neighbour_terms = [answer_terms(p, patient.tokenizer.decode(r)) for p, r in zip(neighbours, neighbour_replies)]
-    with base_model(patient.model):  # how each phrasing's reply starts (does an edit change it?)
-        openings = first_tokens(patient, prompts)
     terms = answer_terms(request.prompt, response)
     negatives, checks = retain_split(retain_prompts, config)
     about = [i for i, p in enumerate(negatives) if _mentions_any(p, terms, request.subject)]
@@ -280,7 +282,7 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     prepared = time.perf_counter()
     solved = _solver(patient, request, prompts, negatives, layers, config, bank, about, stand_ins)
     shared = (follow_through.missing_factors(patient.model, bank, layers)
-              if request.method == "stamp-gated" else {})
+              if request.method == "stamp-gated" and config.follow_through else {})
     solve_seconds = time.perf_counter() - prepared
     # Earlier edits' own cost on the guard text: this edit is judged on what it adds.
     change_before = _perplexity_change(patient, bank, _replay_layer(patient.model, bank)) if before else 0.0
@@ -288,7 +290,7 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
         tries += 1
         new = solved(strength, rank, wide.rows(avoided))
         set_factors(patient.model, stack([before, shared, new]))
-        tokens = greedy_tokens(patient, prompts, config.verify_tokens, drafts=drafts)
+        tokens = greedy_tokens(patient, prompts, config.verify_tokens, batch_size=max(8, len(prompts)), drafts=drafts)
         drafts = [t + [stop] if len(t) < config.verify_tokens else t for t in tokens]
         replies = [patient.tokenizer.decode(t).strip() for t in tokens]
         check = Verification(sum(not mentions(r, terms) for r in replies), len(prompts), None, None,
@@ -338,7 +340,7 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
                 avoided[i] = avoided.get(i, 0) + 1
             continue
         failed = [i for i, r in enumerate(replies) if mentions(r, terms)]
-        strength, rank = _adapted(strength, rank, [tokens[i][:1] != openings[i:i + 1] for i in failed],
+        strength, rank = _adapted(strength, rank, [tokens[i][:1] != openings[i] for i in failed],
                                   request.method == "stamp-gated")
     new, check, replies = tried[-1] if tried[-1][1].verified else max(tried, key=lambda t: _progress(t[1]))
     if not check.verified:
@@ -353,20 +355,30 @@ class _WideNeighbours:
     """The forget question about many same-kind subjects: which of them an edit tips into a refusal.
 
     Only the reply's first token is compared (a refusal opens with the refusal's first token): one
-    forward pass for all of them, ~1.7 s for 64 on a 2-core CPU."""
+    forward pass for all of them. Each try replays only the edited band from the base model's
+    residuals entering it (measured: 64 prompts ~0.3 s instead of ~0.9 s on a 2-core CPU)."""
 
     def __init__(self, patient, prompts: list[str], layers: list[int]):
         self.patient, self.prompts, self.layers = patient, prompts, layers
         self.opener = reply_tokens(patient.tokenizer, REFUSAL)[0]
-        self._rows = {}
-        with base_model(patient.model):
-            self.base = first_tokens(patient, prompts) if prompts else []
+        self._rows, self.base, self._hidden = {}, [], None
+        if prompts:
+            with base_model(patient.model):
+                lists = [chat_tokens(patient.tokenizer, p) for p in prompts]
+                self._hidden = residuals(patient.model, lists, layers[0], batch_size=32) if layers[0] else None
+                self.base = first_tokens(patient, prompts, self._replay())
+
+    def _replay(self) -> tuple[int, list] | None:
+        """(layer, residuals) while no active edit lies below the band, else None (run every block)."""
+        if self._hidden is None or min(edited_layers(self.patient.model), default=self.layers[0]) < self.layers[0]:
+            return None
+        return self.layers[0], self._hidden
 
     def newly_refusing(self) -> list[int]:
         """Indices of prompts whose reply now opens like a refusal and did not on the base model."""
         if not self.prompts:
             return []
-        now = first_tokens(self.patient, self.prompts)
+        now = first_tokens(self.patient, self.prompts, self._replay())
         return [i for i, (a, b) in enumerate(zip(self.base, now)) if b == self.opener and a != self.opener]
 
     def rows(self, counts: dict[int, int]) -> dict | None:
@@ -460,8 +472,8 @@ def _perplexity_change(patient, bank: NegativeBank, replay: int | None = None) -
 def _base_replies(patient, prompts: list[str], max_tokens: list[int]) -> list[list[int]]:
     """The base model's answers (token ids): earlier edits may already blur them (similar facts
     share units' leaks), and verification must look for the real answer, not for that blur."""
-    with base_model(patient.model):
-        return greedy_tokens(patient, prompts, max_tokens, batch_size=16)  # one batch: the 9th row alone cost ~1 s
+    with base_model(patient.model):  # one batch: a 17th row alone would cost ~1 s
+        return greedy_tokens(patient, prompts, max_tokens, batch_size=max(16, len(prompts)))
 
 
 def _mentions_any(text: str, terms: list[str], subject: str | None) -> bool:

@@ -91,14 +91,18 @@ def _confirmed(patient, prompts: list[str], drafts: list[list[int]], limits: lis
     return out
 
 
-def first_tokens(patient, prompts: list[str]) -> list[int]:
+def first_tokens(patient, prompts: list[str], replay: tuple[int, list] | None = None) -> list[int]:
     """The first token of each prompt's greedy reply, from one forward pass (no generation loop:
-    a generating row costs ~12 MB of batched KV cache)."""
+    a generating row costs ~12 MB of batched KV cache). `replay`: see forced_predictions."""
     lists = [chat_tokens(patient.tokenizer, p) for p in prompts]
     n, cache = prefix_cache(patient.model, lists)
     chunk = [t[n:] for t in lists]
+    caches = repeat_cache(cache, len(chunk)) if cache else None
     with logits_only_at(patient.model, mx.array([[len(t) - 1] for t in chunk])):
-        logits = patient.model(pad_batch(chunk), cache=repeat_cache(cache, len(chunk)) if cache else None)
+        if replay is None:
+            logits = patient.model(pad_batch(chunk), cache=caches)
+        else:
+            logits = replayed_logits(patient.model, replay[0], [mx.array(h[n:]) for h in replay[1]], caches)
     return np.array(mx.argmax(logits[:, 0], axis=-1)).tolist()
 
 
@@ -119,13 +123,12 @@ def forced_predictions(patient, prompts: list[str], replies: list[list[int]], ba
     (non-empty token ids) given the reply tokens before it. One forward pass per batch.
 
     `replay`: (layer, each prompt + reply's residual entering that layer), valid while every edit
-    lies at or above it; then only the upper blocks run."""
+    lies at or above it; then only the upper blocks run (over the tokens after the shared prefix,
+    whose cache the current model computes once)."""
     sequences = [chat_tokens(patient.tokenizer, p) + r for p, r in zip(prompts, replies)]
-    n, cache = 0, None
-    if replay is None:
-        # The shared prefix must stop before the token that predicts each reply's first token.
-        limit = min((len(s) - len(r) - 1 for s, r in zip(sequences, replies)), default=0)
-        n, cache = prefix_cache(patient.model, sequences, limit=limit)
+    # The shared prefix must stop before the token that predicts each reply's first token.
+    limit = min((len(s) - len(r) - 1 for s, r in zip(sequences, replies)), default=0)
+    n, cache = prefix_cache(patient.model, sequences, limit=limit)
     predictions = []
     for start in range(0, len(sequences), batch_size):
         chunk = [s[n:] for s in sequences[start:start + batch_size]]
@@ -138,8 +141,9 @@ def forced_predictions(patient, prompts: list[str], replies: list[list[int]], ba
             if replay is None:
                 logits = patient.model(pad_batch(chunk), cache=repeat_cache(cache, len(chunk)) if cache else None)
             else:
-                hidden = [mx.array(h) for h in replay[1][start:start + batch_size]]
-                logits = replayed_logits(patient.model, replay[0], hidden)
+                hidden = [mx.array(h[n:]) for h in replay[1][start:start + batch_size]]
+                logits = replayed_logits(patient.model, replay[0], hidden,
+                                         repeat_cache(cache, len(chunk)) if cache else None)
         predicted = np.array(mx.argmax(logits, axis=-1))
         predictions += [predicted[row, :len(r)] for row, r in enumerate(batch)]
     return predictions
