@@ -1,3 +1,4 @@
+import pytest
 """The engine's math on small arrays: solves, gated units, neuron factors."""
 
 import mlx.core as mx
@@ -428,3 +429,12 @@ def test_a_declined_edit_reports_the_try_that_got_furthest():
     leaking = Verification(3, 4, None, None, 3, None, None, None, None, None, None)
     tries = [tipping, resolved, leaking]
     assert max(tries, key=_progress) is resolved and "5 of 8" not in resolved.reason and "3 of 8" in resolved.reason
+
+
+def test_an_unknown_follow_through_setting_is_a_clear_error(tiny_model_dir):
+    from edge_repair.engine.forget import EngineConfig, ForgetRequest, forget
+    from edge_repair.errors import InputError
+
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    with pytest.raises(InputError, match="follow-through"):
+        forget(patient, ForgetRequest("What is the capital of France?"), ["hello"], EngineConfig(follow_through="sometimes"))

@@ -4,8 +4,8 @@ Default method "stamp-gated" (see gated.py): a gated unit per layer of a band ne
 the network, keyed on the forget prompt's last position (where the answer's first token is
 decided), valued by the residual shift a refusal context produces there, designed against the
 base model and verified against the base model's answers. When a reply starts differently but
-drifts back to the answer, the next try adds a continuation unit per layer (rank 2). The shared
-follow-through (follow_through.py) is an option, off by default: measured, it cost chat replies.
+drifts back to the answer, the next try adds a continuation unit per layer (rank 2); when the
+answer is gone but the replies are no refusals, it adds the shared follow-through (follow_through.py).
 "stamp" and "stamp-lr" are the paper's literal recipe (steering vector r_SV, Eq. 4, added to the
 MLP output at one layer, solved by Eq. 8–9 or 10–11) kept for comparison in the benchmarks.
 """
@@ -58,6 +58,11 @@ PERPLEXITY_STEP_BAR = 0.03
 
 
 UNCHECKED = "the other answers were not checked"
+# When an edit brings the shared follow-through (follow_through.py): "as needed" adds it on the next
+# try once a try removed the answer but too few replies were refusals ("I'm Maya Taylor, a talented
+# artist…"). Measured: always on, it changed a quarter of ordinary chat replies; never, 3 of 10
+# pipeline requests about people were declined.
+FOLLOW_THROUGH = ("as needed", "always", "never")
 
 
 @dataclass
@@ -154,7 +159,7 @@ class EngineConfig:
     ridge: float = 0.1          # λ of the key solve: larger keeps keys off directions the retain rows barely span
     key_rounds: int = gated.KEY_ROUNDS  # reweighting rounds of the key solve (gated.key_classifier)
     wide_neighbours: int = WIDE_NEIGHBOURS  # same-kind subjects whose reply's opening is checked (0: none)
-    follow_through: bool = False  # the shared unit that finishes a refusal (follow_through.py; off: see there)
+    follow_through: str = "as needed"  # the shared unit that finishes a refusal: one of FOLLOW_THROUGH
 
 
 def band(num_layers: int, layers: str | list[int]) -> list[int]:
@@ -172,8 +177,8 @@ def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeB
     """Gated units per layer (see units.py); returns (strength, rank) -> factors (solves are cached).
 
     Rank 1: the answer unit fires at each phrasing's last token, where the answer's first token is
-    decided, and turns it toward a refusal (with config.follow_through, the shared unit of
-    follow_through.py finishes the refusal). Rank 2 adds a continuation unit keyed on a refusal's
+    decided, and turns it toward a refusal (where needed, the shared unit of follow_through.py
+    finishes the refusal, see forget). Rank 2 adds a continuation unit keyed on a refusal's
     tokens after this edit's phrasings, for answers learnt so firmly that the reply drifts back to
     them after "I'm" (measured: fine-tuned personal profiles, at every strength). It is built only
     when needed.
@@ -247,6 +252,8 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     config = config or EngineConfig()
     if request.method not in METHODS:
         raise InputError(f"unknown method '{request.method}'; choose from {', '.join(METHODS)}")
+    if config.follow_through not in FOLLOW_THROUGH:
+        raise InputError(f"unknown follow-through '{config.follow_through}'; choose from {', '.join(FOLLOW_THROUGH)}")
     if request.scope not in SCOPES:
         raise InputError(f"unknown scope '{request.scope}'; choose from {', '.join(SCOPES)}")
     layers = band(len(patient.layers), request.layers)
@@ -282,7 +289,7 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     prepared = time.perf_counter()
     solved = _solver(patient, request, prompts, negatives, layers, config, bank, about, stand_ins)
     shared = (follow_through.missing_factors(patient.model, bank, layers)
-              if request.method == "stamp-gated" and config.follow_through else {})
+              if request.method == "stamp-gated" and config.follow_through == "always" else {})
     solve_seconds = time.perf_counter() - prepared
     # Earlier edits' own cost on the guard text: this edit is judged on what it adds.
     change_before = _perplexity_change(patient, bank, _replay_layer(patient.model, bank)) if before else 0.0
@@ -335,6 +342,11 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
                         check.neighbours_kept))
         if check.verified:
             break
+        if (config.follow_through == "as needed" and request.method == "stamp-gated" and not shared
+                and check.forgotten == check.forget_probes and not check.forget_passed):
+            shared = follow_through.missing_factors(patient.model, bank, layers)  # {} if an earlier edit brought it
+            if shared:
+                continue  # the same units, now with the refusal finished
         if len(tipped) > WIDE_BAR and request.method == "stamp-gated":
             for i in tipped:  # re-solved with them as near misses, weighted up each time one tips again
                 avoided[i] = avoided.get(i, 0) + 1
