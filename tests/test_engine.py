@@ -1,8 +1,8 @@
-import pytest
 """The engine's math on small arrays: solves, gated units, neuron factors."""
 
 import mlx.core as mx
 import numpy as np
+import pytest
 
 from edge_repair.engine import gated, solve
 from edge_repair.engine.lowrank import set_factors
