@@ -359,7 +359,8 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
         set_factors(patient.model, before)
     info = {"method": request.method, "layers": layers, "rank": int(max(a.shape[1] for a, _ in new.values())),
             "strength": round(strength, 3), "tries": tries, "history": history,
-            "solve_seconds": round(solve_seconds, 3), **{k: v for k, v in check.as_dict().items()}}
+            "solve_seconds": round(solve_seconds, 3), "follow_through": bool(shared),
+            **{k: v for k, v in check.as_dict().items()}}
     return ForgetResult(LowRankEdit(new, info, shared), check, time.perf_counter() - start, tries, replies)
 
 
