@@ -58,10 +58,12 @@ PERPLEXITY_STEP_BAR = 0.03
 
 
 UNCHECKED = "the other answers were not checked"
-# When an edit brings the shared follow-through (follow_through.py): "as needed" adds it on the next
-# try once a try removed the answer but too few replies were refusals ("I'm Maya Taylor, a talented
-# artist…"). Measured: always on, it changed a quarter of ordinary chat replies; never, 3 of 10
-# pipeline requests about people were declined.
+# When an edit brings the shared follow-through (follow_through.py): "as needed" brings it from the
+# first try for a whole subject (asked about openly, a small model continues its "I'm" into a persona:
+# "I'm Maya Taylor, a talented artist…"), otherwise on the next try once a try removed the answer but
+# too few replies were refusals. Measured: always on, it changed a quarter of ordinary chat replies;
+# never, 3 of 10 pipeline requests about people were declined and a forgotten profile's answers kept
+# ROUGE-L 0.37 against 0.06.
 FOLLOW_THROUGH = ("as needed", "always", "never")
 
 
@@ -288,8 +290,8 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     drafts, stop = None, patient.tokenizer.eos_token_id
     prepared = time.perf_counter()
     solved = _solver(patient, request, prompts, negatives, layers, config, bank, about, stand_ins)
-    shared = (follow_through.missing_factors(patient.model, bank, layers)
-              if request.method == "stamp-gated" and config.follow_through == "always" else {})
+    shared = (follow_through.missing_factors(patient.model, bank, layers) if request.method == "stamp-gated" and (
+        config.follow_through == "always" or config.follow_through == "as needed" and request.scope == "subject") else {})
     solve_seconds = time.perf_counter() - prepared
     # Earlier edits' own cost on the guard text: this edit is judged on what it adds.
     change_before = _perplexity_change(patient, bank, _replay_layer(patient.model, bank)) if before else 0.0
