@@ -438,3 +438,23 @@ def test_an_unknown_follow_through_setting_is_a_clear_error(tiny_model_dir):
     patient = load_patient(str(tiny_model_dir), compute="f32")
     with pytest.raises(InputError, match="follow-through"):
         forget(patient, ForgetRequest("What is the capital of France?"), ["hello"], EngineConfig(follow_through="sometimes"))
+
+
+def test_a_whole_subject_forget_brings_the_follow_through_from_its_first_try(tiny_model_dir):
+    from dataclasses import replace
+
+    from edge_repair.engine.forget import EngineConfig, ForgetRequest, forget
+
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    retain = ["hello there", "what is up", "tell me a story", "how are you", "name a colour", "what is two plus two"]
+    config = EngineConfig(negatives=3, retain_probes=1, max_tries=1, wide_neighbours=0)
+    request = ForgetRequest("Tell me about Maya Taylor.", response="She paints.", subject="Maya Taylor", scope="subject",
+                            layers=[1, 2])
+    try:
+        brought = forget(patient, request, retain, config)
+        assert brought.edit.info["follow_through"] and brought.edit.shared
+        set_factors(patient.model, {})
+        never = forget(patient, request, retain, replace(config, follow_through="never"))
+        assert not never.edit.info["follow_through"] and not never.edit.shared
+    finally:
+        set_factors(patient.model, {})

@@ -339,7 +339,7 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
             if check.reason != UNCHECKED:
                 break
             check = replace(check, **stage())
-        tried.append((new, check, replies))
+        tried.append((new, check, replies, shared))
         history.append((round(strength, 3), rank, check.forgotten, check.wide_refused, check.retained,
                         check.neighbours_kept))
         if check.verified:
@@ -356,7 +356,7 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
         failed = [i for i, r in enumerate(replies) if mentions(r, terms)]
         strength, rank = _adapted(strength, rank, [tokens[i][:1] != openings[i] for i in failed],
                                   request.method == "stamp-gated")
-    new, check, replies = tried[-1] if tried[-1][1].verified else max(tried, key=lambda t: _progress(t[1]))
+    new, check, replies, shared = tried[-1] if tried[-1][1].verified else max(tried, key=lambda t: _progress(t[1]))
     if not check.verified:
         set_factors(patient.model, before)
     info = {"method": request.method, "layers": layers, "rank": int(max(a.shape[1] for a, _ in new.values())),
