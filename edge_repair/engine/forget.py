@@ -371,7 +371,7 @@ class _WideNeighbours:
 
     Only the reply's first token is compared (a refusal opens with the refusal's first token): one
     forward pass for all of them. Each try replays only the edited band from the base model's
-    residuals entering it (measured: 64 prompts ~0.3 s instead of ~0.9 s on a 2-core CPU)."""
+    residuals entering it (measured: 64 prompts ~0.4 s instead of ~1 s on a 2-core CPU)."""
 
     def __init__(self, patient, prompts: list[str], layers: list[int]):
         self.patient, self.prompts, self.layers = patient, prompts, layers

@@ -137,13 +137,13 @@ def forced_predictions(patient, prompts: list[str], replies: list[list[int]], ba
         width = max(len(r) for r in batch)
         positions = mx.array([[len(seq) - len(r) - 1 + min(i, len(r) - 1) for i in range(width)]
                               for seq, r in zip(chunk, batch)])
+        caches = repeat_cache(cache, len(chunk)) if cache else None
         with logits_only_at(patient.model, positions):
             if replay is None:
-                logits = patient.model(pad_batch(chunk), cache=repeat_cache(cache, len(chunk)) if cache else None)
+                logits = patient.model(pad_batch(chunk), cache=caches)
             else:
                 hidden = [mx.array(h[n:]) for h in replay[1][start:start + batch_size]]
-                logits = replayed_logits(patient.model, replay[0], hidden,
-                                         repeat_cache(cache, len(chunk)) if cache else None)
+                logits = replayed_logits(patient.model, replay[0], hidden, caches)
         predicted = np.array(mx.argmax(logits, axis=-1))
         predictions += [predicted[row, :len(r)] for row, r in enumerate(batch)]
     return predictions
