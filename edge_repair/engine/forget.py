@@ -290,8 +290,10 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     drafts, stop = None, patient.tokenizer.eos_token_id
     prepared = time.perf_counter()
     solved = _solver(patient, request, prompts, negatives, layers, config, bank, about, stand_ins)
-    shared = (follow_through.missing_factors(patient.model, bank, layers) if request.method == "stamp-gated" and (
-        config.follow_through == "always" or config.follow_through == "as needed" and request.scope == "subject") else {})
+    from_first_try = (config.follow_through == "always"
+                      or (config.follow_through == "as needed" and request.scope == "subject"))
+    shared = (follow_through.missing_factors(patient.model, bank, layers)
+              if request.method == "stamp-gated" and from_first_try else {})
     solve_seconds = time.perf_counter() - prepared
     # Earlier edits' own cost on the guard text: this edit is judged on what it adds.
     change_before = _perplexity_change(patient, bank, _replay_layer(patient.model, bank)) if before else 0.0
@@ -385,7 +387,7 @@ class _WideNeighbours:
 
     def _replay(self) -> tuple[int, list] | None:
         """(layer, residuals) while no active edit lies below the band, else None (run every block)."""
-        if self._hidden is None or min(edited_layers(self.patient.model), default=self.layers[0]) < self.layers[0]:
+        if self._hidden is None or not _unedited_below(self.patient.model, self.layers[0]):
             return None
         return self.layers[0], self._hidden
 
@@ -472,9 +474,14 @@ def _solver(patient, request, prompts, negatives, layers, config, bank, about, s
 def _replay_layer(model, bank: NegativeBank) -> int | None:
     """The bank's replay layer when no active edit lies below it (verification then runs only the
     blocks from there up: the stored residuals are still exact); None otherwise."""
-    if not bank.replay_layer or not bank.check_hidden or min(edited_layers(model), default=bank.replay_layer) < bank.replay_layer:
+    if not bank.replay_layer or not bank.check_hidden or not _unedited_below(model, bank.replay_layer):
         return None
     return bank.replay_layer
+
+
+def _unedited_below(model, layer: int) -> bool:
+    """Does every active edit lie at or above `layer` (residuals entering it stay as captured)?"""
+    return min(edited_layers(model), default=layer) >= layer
 
 
 def _perplexity_change(patient, bank: NegativeBank, replay: int | None = None) -> float:
