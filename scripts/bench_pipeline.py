@@ -73,7 +73,7 @@ def repair_scores(patient, rows: list, max_edits: int, model_paraphrases: int) -
     surgeon = Surgeon(patient, SurgeonConfig(model_paraphrases=model_paraphrases))
     pairs = [x.pair for d, x, _ in rows if d["expect"] == "unlearn" and x.unlearn and x.pair]
     plans, surgeon_s, engine_s, verified, idk, probes, engine_note = [], [], [], 0, 0, 0, None
-    model_kept, declined, tries, finished = 0, [], [], 0
+    model_kept, declined, tries, finished, histories = 0, [], [], 0, []
     for pair in pairs:
         plan, report = surgeon.plan(pair, len(patient.model.layers))
         plans.append(report.valid)
@@ -95,6 +95,7 @@ def repair_scores(patient, rows: list, max_edits: int, model_paraphrases: int) -
             break
         engine_s.append(time.perf_counter() - start)
         tries.append(result.tries)
+        histories.append(result.edit.info["history"])  # per try: strength, rank and check counts
         finished += bool(result.edit.info.get("follow_through"))
         verified += result.verification.verified
         if not result.verification.verified:
@@ -109,7 +110,7 @@ def repair_scores(patient, rows: list, max_edits: int, model_paraphrases: int) -
         "edits_run": len(engine_s), "satisfied_pct": pct(verified, len(engine_s)),
         "idk_pct": pct(idk, probes), "engine_seconds_mean": round(statistics.mean(engine_s), 3) if engine_s else None,
         "engine_seconds": [round(s, 2) for s in engine_s], "tries": tries, "follow_through_added": finished,
-        "engine_note": engine_note, "declined_reasons": declined,
+        "engine_note": engine_note, "declined_reasons": declined, "histories": histories,
     }
 
 

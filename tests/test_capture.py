@@ -140,3 +140,42 @@ def test_replaying_the_upper_blocks_after_a_shared_prefix_matches_running_them_a
     assert all(np.array_equal(a, b) for a, b in zip(forced_predictions(patient, prompts, replies, replay=(2, checked)),
                                                      forced_predictions(patient, prompts, replies)))
     set_factors(patient.model, {})
+
+
+def test_replayed_last_inputs_match_a_full_capture_at_the_last_token(tiny_model_dir):
+    from edge_repair.engine.capture import replayed_last_inputs, residuals
+    from edge_repair.engine.verify import chat_tokens
+
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    lists = [chat_tokens(patient.tokenizer, p) for p in ["What is the capital of Peru?", "Who wrote Hamlet, then?",
+                                                         "What is the capital of Chad?"]]
+    full = capture(patient.model, lists, [2, 3], kinds=("mlp_in",), positions=[-1]).mlp_in
+    replayed = replayed_last_inputs(patient.model, 2, lists, residuals(patient.model, lists, 2), [2, 3], batch_size=2)
+    for layer in (2, 3):
+        assert replayed[layer].shape == full[layer].shape
+        assert mx.allclose(replayed[layer], full[layer], atol=1e-4)
+
+
+def test_reused_prefixes_run_a_prefix_once_per_model_state(tiny_model_dir):
+    import numpy as np
+
+    from edge_repair.engine.capture import reused_prefixes
+    from edge_repair.engine.lowrank import set_factors
+
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    lists = [list(range(3, 15)) + [20], list(range(3, 15)) + [21]]
+    _, outside = prefix_cache(patient.model, lists)
+    rng = np.random.default_rng(0)
+    edit = {"model.layers.2.mlp.down_proj": (mx.array(rng.normal(size=(128, 2)), mx.float32),
+                                             mx.array(rng.normal(size=(2, 64)), mx.float32))}
+    with reused_prefixes():
+        _, first = prefix_cache(patient.model, lists)
+        assert prefix_cache(patient.model, lists)[1] is first
+        assert prefix_cache(patient.model, [t + [1] for t in lists])[1] is first  # the same 12 shared tokens
+        set_factors(patient.model, edit)  # another state: run again, and the edit shows in the prefix's keys
+        _, edited = prefix_cache(patient.model, lists)
+        assert edited is not first and not mx.allclose(edited[3].keys_and_values()[0], first[3].keys_and_values()[0])
+        set_factors(patient.model, {})
+        _, back = prefix_cache(patient.model, lists)
+        assert all(mx.array_equal(a.keys_and_values()[0], b.keys_and_values()[0]) for a, b in zip(back, outside))
+    assert prefix_cache(patient.model, lists)[1] is not prefix_cache(patient.model, lists)[1]  # no memo outside
