@@ -352,17 +352,22 @@ def test_replayed_checks_match_running_every_block(tiny_model_dir, tmp_path):
 
 
 def test_a_reworded_neighbour_answer_is_kept_a_refusal_is_not(monkeypatch):
+    from types import SimpleNamespace
+
     from edge_repair.engine import forget
 
     asked = []
+    texts = {7: "La Paz is the capital of Bolivia.", 8: "I'm sorry, I can't say; Accra perhaps."}
+    patient = SimpleNamespace(tokenizer=SimpleNamespace(eos_token_id=0, decode=lambda t: texts[t[0]]))
     monkeypatch.setattr(forget, "unchanged", lambda patient, prompts, replies: [True, False, False, False])
-    monkeypatch.setattr(forget, "greedy_replies", lambda patient, prompts, n: asked.extend(prompts) or
-                        ["La Paz is the capital of Bolivia.", "I'm sorry, I can't say; Accra perhaps."])
+    monkeypatch.setattr(forget, "greedy_tokens", lambda patient, prompts, n, drafts: asked.append((prompts, drafts))
+                        or [[7], [8]])
     prompts = ["capital of Iceland?", "capital of Bolivia?", "capital of Ghana?", "capital of Nepal?"]
     terms = [["Reykjavik"], ["La Paz"], ["Accra"], []]
-    kept = forget._neighbours_kept(None, prompts, [[1, 2]] * 4, terms)
+    kept = forget._neighbours_kept(patient, prompts, [[1, 2]] * 4, terms)
     assert kept == [True, True, False, False]
-    assert asked == prompts[1:3]  # only changed replies with a known answer are regenerated
+    # only changed replies with a known answer are regenerated, drafted by their base reply (which had ended)
+    assert asked == [(prompts[1:3], [[1, 2, 0], [1, 2, 0]])]
 
 
 def test_wide_neighbours_count_only_new_refusal_openings(tiny_model_dir, monkeypatch):

@@ -25,7 +25,7 @@ from edge_repair.engine.negatives import CHECK_TOKENS, NegativeBank, load_or_bui
 from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.probes import (REFUSAL, answer_terms, named_part, near_miss_prompts, neighbour_prompts,
                                       probe_prompts)
-from edge_repair.engine.verify import (chat_tokens, first_tokens, greedy_replies, greedy_tokens, is_refusal, mentions,
+from edge_repair.engine.verify import (chat_tokens, first_tokens, greedy_tokens, is_refusal, mentions,
                                       reply_tokens, unchanged)
 from edge_repair.errors import InputError
 
@@ -176,7 +176,7 @@ def band(num_layers: int, layers: str | list[int]) -> list[int]:
 
 def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeBank, layers: list[int],
                config: "EngineConfig", excluded: list[int] = (), scope: str = "fact", stand_ins: list[str] = (),
-               extra: dict | None = None):
+               extra: dict | None = None, covered: set[str] = frozenset()):
     """Gated units per layer (see units.py); returns (strength, rank) -> factors (solves are cached).
 
     Rank 1: the answer unit fires at each phrasing's last token, where the answer's first token is
@@ -187,16 +187,18 @@ def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeB
     when needed.
     `excluded`: bank prompts left out of the negatives (they are about the forget subject);
     `stand_ins`: same-kind subjects swapped into the near misses (substitutes.py); `extra`: the
-    first try's further near misses (see factors).
+    first try's further near misses (see factors), the inputs of the prompts in `covered`.
     """
     tok, model = patient.tokenizer, patient.model
-    near = near_miss_prompts(prompts, subject, list(stand_ins), config.near_misses, keep_subject=scope == "fact")
+    near = [p for p in near_miss_prompts(prompts, subject, list(stand_ins), config.near_misses,
+                                         keep_subject=scope == "fact") if p not in covered]
     # Designed against the base model, like the bank: earlier edits' units must not leak into
     # this edit's keys and targets (stacked units would then chase each other).
     with base_model(model):
         answer = units.refusal_captures(model, tok, prompts, layers)
-        X_near = capture(model, [chat_tokens(tok, p) for p in near], layers, batch_size=16,
-                         kinds=("mlp_in",), positions=[-1]).mlp_in
+        X_near = (capture(model, [chat_tokens(tok, p) for p in near], layers, batch_size=16,
+                          kinds=("mlp_in",), positions=[-1]).mlp_in if near
+                  else {l: mx.zeros((0, bank.rows[l].shape[1])) for l in layers})
     taken = {l: rewritten_neurons(model, l) | follow_through.neurons(bank, l) for l in layers}
     solve = {"bank": bank, "taken": taken, "near": X_near, "excluded": excluded, "ridge": config.ridge,
              "blind": config.blind, "threshold": config.threshold, "rounds": config.key_rounds}
@@ -301,7 +303,8 @@ def _forget(patient, request: ForgetRequest, retain_prompts: list[str], config: 
     # of Poland's and penicillin's edits), which one teacher-forced pass confirms.
     drafts, stop = None, patient.tokenizer.eos_token_id
     prepared = time.perf_counter()
-    solved = _solver(patient, request, prompts, negatives, layers, config, bank, about, stand_ins, wide.rows(avoided))
+    solved = _solver(patient, request, prompts, negatives, layers, config, bank, about, stand_ins, wide.rows(avoided),
+                     {wide.prompts[i] for i in avoided})
     from_first_try = (config.follow_through == "always"
                       or (config.follow_through == "as needed" and request.scope == "subject"))
     shared = (follow_through.missing_factors(patient.model, bank, layers)
@@ -446,7 +449,11 @@ def _neighbours_kept(patient, prompts: list[str], replies: list[list[int]], term
         return []
     kept = unchanged(patient, prompts, [r[:CHECK_TOKENS] for r in replies])
     changed = [i for i, same in enumerate(kept) if not same and terms[i]]
-    for i, reply in zip(changed, greedy_replies(patient, [prompts[i] for i in changed], NEIGHBOUR_TOKENS)):
+    stop = patient.tokenizer.eos_token_id  # the base reply drafts the new one up to where they part
+    drafts = [replies[i] + [stop] if len(replies[i]) < NEIGHBOUR_TOKENS else replies[i] for i in changed]
+    regenerated = greedy_tokens(patient, [prompts[i] for i in changed], NEIGHBOUR_TOKENS, drafts=drafts)
+    for i, tokens in zip(changed, regenerated):
+        reply = patient.tokenizer.decode(tokens).strip()
         kept[i] = mentions(reply, terms[i]) and not is_refusal(reply)
     return kept
 
@@ -475,11 +482,11 @@ def _stand_ins(patient, bank: NegativeBank, subject: str | None) -> tuple[list[s
     return (*substitutes.split(ranked, NEAR_SUBJECTS, NEIGHBOURS), ranked)
 
 
-def _solver(patient, request, prompts, negatives, layers, config, bank, about, stand_ins, extra):
+def _solver(patient, request, prompts, negatives, layers, config, bank, about, stand_ins, extra, covered):
     """(strength, rank, extra) -> factors for the requested method; the expensive capture happens once."""
     if request.method == "stamp-gated":
         return gated_edit(patient, prompts, request.subject, bank, layers, config, about, request.scope, stand_ins,
-                          extra)
+                          extra, covered)
     layer = layers[len(layers) // 2] if request.layers == "auto" else layers[0]
     rank = (request.rank or 64) if request.method == "stamp-lr" else None
     solve = literal.stamp_edit(patient, prompts, negatives[: config.negatives], layer, rank=rank)
