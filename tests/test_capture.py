@@ -142,18 +142,20 @@ def test_replaying_the_upper_blocks_after_a_shared_prefix_matches_running_them_a
     set_factors(patient.model, {})
 
 
-def test_replayed_last_inputs_match_a_full_capture_at_the_last_token(tiny_model_dir):
-    from edge_repair.engine.capture import replayed_last_inputs, residuals
+def test_replayed_last_inputs_and_tokens_match_a_full_run(tiny_model_dir):
+    from edge_repair.engine.capture import replayed_last, residuals
     from edge_repair.engine.verify import chat_tokens
 
     patient = load_patient(str(tiny_model_dir), compute="f32")
-    lists = [chat_tokens(patient.tokenizer, p) for p in ["What is the capital of Peru?", "Who wrote Hamlet, then?",
-                                                         "What is the capital of Chad?"]]
+    prompts = ["What is the capital of Peru?", "Who wrote Hamlet, then?", "What is the capital of Chad?"]
+    lists = [chat_tokens(patient.tokenizer, p) for p in prompts]
     full = capture(patient.model, lists, [2, 3], kinds=("mlp_in",), positions=[-1]).mlp_in
-    replayed = replayed_last_inputs(patient.model, 2, lists, residuals(patient.model, lists, 2), [2, 3], batch_size=2)
+    inputs, tokens = replayed_last(patient.model, 2, lists, residuals(patient.model, lists, 2), [2, 3], batch_size=2)
     for layer in (2, 3):
-        assert replayed[layer].shape == full[layer].shape
-        assert mx.allclose(replayed[layer], full[layer], atol=1e-4)
+        assert inputs[layer].shape == full[layer].shape
+        assert mx.allclose(inputs[layer], full[layer], atol=1e-4)
+    assert tokens == first_tokens(patient, prompts)
+    assert type(patient.model.layers[3]).__name__ == "TransformerBlock" and not hasattr(patient.model.layers[3].mlp, "_record")
 
 
 def test_reused_prefixes_run_a_prefix_once_per_model_state(tiny_model_dir):

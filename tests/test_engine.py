@@ -356,18 +356,19 @@ def test_a_reworded_neighbour_answer_is_kept_a_refusal_is_not(monkeypatch):
 
     from edge_repair.engine import forget
 
-    asked = []
-    texts = {7: "La Paz is the capital of Bolivia.", 8: "I'm sorry, I can't say; Accra perhaps."}
+    texts = {1: "The", 7: "La Paz is the capital of Bolivia.", 8: "I'm sorry, I can't say; Accra perhaps.",
+             9: "Kathmandu."}
     patient = SimpleNamespace(tokenizer=SimpleNamespace(eos_token_id=0, decode=lambda t: texts[t[0]]))
-    monkeypatch.setattr(forget, "unchanged", lambda patient, prompts, replies: [True, False, False, False])
-    monkeypatch.setattr(forget, "greedy_tokens", lambda patient, prompts, n, drafts: asked.append((prompts, drafts))
-                        or [[7], [8]])
     prompts = ["capital of Iceland?", "capital of Bolivia?", "capital of Ghana?", "capital of Nepal?"]
     terms = [["Reykjavik"], ["La Paz"], ["Accra"], []]
-    kept = forget._neighbours_kept(patient, prompts, [[1, 2]] * 4, terms)
+    now = [[1, 2, 3], [7], [8], [9]]
+    kept = forget._neighbours_kept(patient, prompts, [[1, 2]] * 4, terms, now)
+    # unchanged opening; reworded but right; a refusal naming it; changed with no known answer
     assert kept == [True, True, False, False]
-    # only changed replies with a known answer are regenerated, drafted by their base reply (which had ended)
-    assert asked == [(prompts[1:3], [[1, 2, 0], [1, 2, 0]])]
+    asked = []  # without replies yet, they are generated, drafted by the base replies (which had ended)
+    monkeypatch.setattr(forget, "greedy_tokens", lambda patient, prompts, n, drafts: asked.append(drafts) or now)
+    assert forget._neighbours_kept(patient, prompts, [[1, 2]] * 4, terms) == kept
+    assert asked == [[[1, 2, 0]] * 4]
 
 
 def test_wide_neighbours_count_only_new_refusal_openings(tiny_model_dir, monkeypatch):
@@ -379,7 +380,7 @@ def test_wide_neighbours_count_only_new_refusal_openings(tiny_model_dir, monkeyp
     opener = reply_tokens(patient.tokenizer, forget.REFUSAL)[0]
     answers = iter([[5, opener, 7, 8], [opener, opener, 7, 9]])  # base, then after an edit
     monkeypatch.setattr(forget, "first_tokens", lambda patient, prompts, replay=None: next(answers))
-    wide = forget._WideNeighbours(patient, ["q1", "q2", "q3", "q4"], [1, 2])
+    wide = forget._WideNeighbours(patient, ["q1", "q2", "q3", "q4"], [0, 1])  # from layer 0: no replay
     assert wide.newly_refusing() == [0]  # q2 refused before the edit too; q4 changed but does not refuse
     assert forget._WideNeighbours(patient, [], [1]).newly_refusing() == []
 

@@ -239,25 +239,33 @@ class _SteppedKVCache(KVCache):
 
 
 def _run_tapped(model: nn.Module, tokens: mx.array, layers: list[int], cache: list | None = None) -> dict:
-    blocks = model.layers
-    originals = {l: blocks[l] for l in layers}
     record: dict = {}
-    try:
-        for l in layers:
-            original = originals[l]
-            original.mlp = _MLPTap(original.mlp, record, l)
-            blocks[l] = _BlockTap(original, record, l, last=l == layers[-1])
+    with _tapped(model, layers, record, stop=True):
         try:
             model(tokens, cache=cache)
         except _Stop:
             pass
+    mx.eval(record)
+    return record
+
+
+@contextmanager
+def _tapped(model: nn.Module, layers: list[int], record: dict, stop: bool):
+    """Inside, `layers` record into `record` (see _MLPTap, _BlockTap); with `stop`, the forward
+    pass ends after the deepest of them."""
+    blocks = model.layers
+    originals = {l: blocks[l] for l in layers}
+    try:
+        for l in layers:
+            original = originals[l]
+            original.mlp = _MLPTap(original.mlp, record, l)
+            blocks[l] = _BlockTap(original, record, l, last=stop and l == layers[-1])
+        yield
     finally:
         for l, original in originals.items():
             blocks[l] = original
             if isinstance(original.mlp, _MLPTap):
                 original.mlp = original.mlp.mlp
-    mx.eval(record)
-    return record
 
 
 class _Replay(_BlockWrapper):
@@ -287,21 +295,25 @@ def replayed_logits(model: nn.Module, layer: int, hidden: list[mx.array], cache:
         return model(tokens, cache=cache)
 
 
-def replayed_last_inputs(model: nn.Module, layer: int, token_lists: list[list[int]], hidden: list[mx.array],
-                         layers: list[int], batch_size: int = 32) -> dict[int, mx.array]:
-    """Per layer of `layers` (all ≥ `layer`): the MLP input at each token list's last token, from
-    its residuals entering `layer` (`hidden`, every token; see replayed_logits): only the blocks
-    from `layer` up run, after the shared prefix's KV cache."""
+def replayed_last(model: nn.Module, layer: int, token_lists: list[list[int]], hidden: list[mx.array],
+                  layers: list[int], batch_size: int = 32) -> tuple[dict[int, mx.array], list[int]]:
+    """From each token list's residuals entering `layer` (`hidden`, every token; see
+    replayed_logits): per layer of `layers` (all ≥ `layer`) the MLP input at its last token, and
+    the greedy next token there. Only the blocks from `layer` up run, after the shared prefix's
+    KV cache, and the output head only at the last tokens."""
     n, cache = prefix_cache(model, token_lists)
-    rows = {l: [] for l in layers}
+    rows, predicted = {l: [] for l in layers}, []
     for start in range(0, len(token_lists), batch_size):
         chunk = [h[n:] for h in hidden[start:start + batch_size]]
-        with _replaying(model, layer, chunk) as tokens:
-            record = _run_tapped(model, tokens, layers, repeat_cache(cache, len(chunk)) if cache else None)
         last = mx.array([len(h) - 1 for h in chunk])
+        record: dict = {}
+        with _replaying(model, layer, chunk) as tokens, _tapped(model, layers, record, stop=False), \
+                logits_only_at(model, last[:, None]):
+            logits = model(tokens, cache=repeat_cache(cache, len(chunk)) if cache else None)
+        predicted += mx.argmax(logits[:, 0], axis=-1).tolist()
         for l in layers:
             rows[l].append(record["mlp_in"][l][mx.arange(len(chunk)), last])
-    return {l: mx.concatenate(r).astype(mx.float32) for l, r in rows.items()}
+    return {l: mx.concatenate(r).astype(mx.float32) for l, r in rows.items()}, predicted
 
 
 @contextmanager

@@ -18,7 +18,7 @@ import numpy as np
 
 from edge_repair import datasets
 from edge_repair.engine import follow_through, gated, literal, substitutes, units
-from edge_repair.engine.capture import capture, replayed_last_inputs, residuals, reused_prefixes
+from edge_repair.engine.capture import capture, replayed_last, residuals, reused_prefixes
 from edge_repair.engine.lowrank import (LowRankEdit, base_model, current_factors, edited_layers, mlp_weights,
                                         rewritten_neurons, set_factors, stack)
 from edge_repair.engine.negatives import CHECK_TOKENS, NegativeBank, load_or_build
@@ -299,9 +299,12 @@ def _forget(patient, request: ForgetRequest, retain_prompts: list[str], config: 
     held = {name.lower() for name in held_out}
     avoided = {i: 0 for i, name in enumerate(ranked[: config.wide_neighbours])
                if i < len(wide.prompts) and name.lower() not in held}
-    # A re-solved try mostly replies as the try before it (measured: the same words on every phrasing
-    # of Poland's and penicillin's edits), which one teacher-forced pass confirms.
-    drafts, stop = None, patient.tokenizer.eos_token_id
+    # Each try generates the phrasings' replies and the neighbours' (so the neighbour check needs no
+    # pass of its own) in one batch, from drafts one teacher-forced pass confirms: a neighbour mostly
+    # replies as on the base model, a re-solved try mostly as the try before it (measured: the same
+    # words on every phrasing of Poland's and penicillin's edits).
+    limits = [config.verify_tokens] * len(prompts) + [NEIGHBOUR_TOKENS] * len(neighbours)
+    drafts = [[] for _ in prompts] + [_ended(patient, r, NEIGHBOUR_TOKENS) for r in neighbour_replies]
     prepared = time.perf_counter()
     solved = _solver(patient, request, prompts, negatives, layers, config, bank, about, stand_ins, wide.rows(avoided),
                      {wide.prompts[i] for i in avoided})
@@ -316,8 +319,9 @@ def _forget(patient, request: ForgetRequest, retain_prompts: list[str], config: 
         tries += 1
         new = solved(strength, rank, wide.rows(avoided))
         set_factors(patient.model, stack([before, shared, new]))
-        tokens = greedy_tokens(patient, prompts, config.verify_tokens, batch_size=max(8, len(prompts)), drafts=drafts)
-        drafts = [t + [stop] if len(t) < config.verify_tokens else t for t in tokens]
+        generated = greedy_tokens(patient, prompts + neighbours, limits, batch_size=max(8, len(limits)), drafts=drafts)
+        drafts = [_ended(patient, t, limit) for t, limit in zip(generated, limits)]
+        tokens, neighbours_now = generated[:len(prompts)], generated[len(prompts):]
         replies = [patient.tokenizer.decode(t).strip() for t in tokens]
         check = Verification(sum(not mentions(r, terms) for r in replies), len(prompts), None, None,
                              sum(is_refusal(r) for r in replies), None, None, None, None, None, None)
@@ -335,7 +339,7 @@ def _forget(patient, request: ForgetRequest, retain_prompts: list[str], config: 
             return {"perplexity_change": change, "perplexity_step": round((1 + change) / (1 + change_before) - 1, 4)}
 
         def neighbours_kept():
-            kept = _neighbours_kept(patient, neighbours, neighbour_replies, neighbour_terms)
+            kept = _neighbours_kept(patient, neighbours, neighbour_replies, neighbour_terms, neighbours_now)
             found = {"neighbours_kept": sum(kept), "neighbour_probes": len(kept)}
             if before and sum(kept) < NEIGHBOUR_BAR * len(kept):
                 # Declined either way (measured: letting such edits through took 20 stacked forgets from
@@ -403,12 +407,12 @@ class _WideNeighbours:
         with base_model(model):
             if layers[0]:
                 self._hidden = residuals(model, lists, layers[0], batch_size=32)
-                inputs = replayed_last_inputs(model, layers[0], lists, self._hidden, layers)
+                inputs, self.base = replayed_last(model, layers[0], lists, self._hidden, layers)
             else:
                 inputs = capture(model, lists, layers, batch_size=16, kinds=("mlp_in",), positions=[-1]).mlp_in
+                self.base = first_tokens(patient, prompts)
             self._inputs = {l: np.array(inputs[l]) for l in layers}
-            self.input_seconds = time.perf_counter() - start  # part of the solve: its near misses
-            self.base = first_tokens(patient, prompts, self._replay())
+        self.input_seconds = time.perf_counter() - start  # part of the solve: its near misses
 
     def _replay(self) -> tuple[int, list] | None:
         """(layer, residuals) while no active edit lies below the band, else None (run every block)."""
@@ -439,23 +443,26 @@ def _progress(check: Verification) -> tuple[int, int]:
     return check.forgotten, sum(v is not None for v in stages)
 
 
-def _neighbours_kept(patient, prompts: list[str], replies: list[list[int]], terms: list[list[str]]) -> list[bool]:
-    """Does each held-out neighbour still give its base answer? Yes if its reply's first
-    CHECK_TOKENS tokens are unchanged (one teacher-forced pass); otherwise its regenerated reply
-    must still name the base answer's terms without refusing: a reworded right answer is no damage
-    (measured: 3 of 8 capitals reworded by a Poland edit at any strength), a refusal or another
-    answer is."""
-    if not prompts:
-        return []
-    kept = unchanged(patient, prompts, [r[:CHECK_TOKENS] for r in replies])
-    changed = [i for i, same in enumerate(kept) if not same and terms[i]]
-    stop = patient.tokenizer.eos_token_id  # the base reply drafts the new one up to where they part
-    drafts = [replies[i] + [stop] if len(replies[i]) < NEIGHBOUR_TOKENS else replies[i] for i in changed]
-    regenerated = greedy_tokens(patient, [prompts[i] for i in changed], NEIGHBOUR_TOKENS, drafts=drafts)
-    for i, tokens in zip(changed, regenerated):
-        reply = patient.tokenizer.decode(tokens).strip()
-        kept[i] = mentions(reply, terms[i]) and not is_refusal(reply)
+def _neighbours_kept(patient, prompts: list[str], replies: list[list[int]], terms: list[list[str]],
+                     now: list[list[int]] | None = None) -> list[bool]:
+    """Does each held-out neighbour still give its base answer (`replies`)? Yes if its reply's
+    first CHECK_TOKENS tokens are unchanged; otherwise the new reply must still name the base
+    answer's terms without refusing: a reworded right answer is no damage (measured: 3 of 8
+    capitals reworded by a Poland edit at any strength), a refusal or another answer is.
+    `now`: the current model's replies, when already generated (else generated here)."""
+    if now is None:
+        now = greedy_tokens(patient, prompts, NEIGHBOUR_TOKENS, drafts=[_ended(patient, r, NEIGHBOUR_TOKENS) for r in replies])
+    kept = []
+    for base, new, words in zip(replies, now, terms):
+        head = base[:CHECK_TOKENS]
+        reply = patient.tokenizer.decode(new).strip()
+        kept.append(new[:len(head)] == head or bool(words) and mentions(reply, words) and not is_refusal(reply))
     return kept
+
+
+def _ended(patient, tokens: list[int], limit: int) -> list[int]:
+    """A reply as a draft: with the stop token when it ended before `limit`."""
+    return tokens + [patient.tokenizer.eos_token_id] if len(tokens) < limit else tokens
 
 
 def _adapted(strength: float, rank: int, drifted: list[bool], can_grow: bool) -> tuple[float, int]:
