@@ -464,3 +464,14 @@ def test_a_whole_subject_forget_brings_the_follow_through_from_its_first_try(tin
         assert not never.edit.info["follow_through"] and not never.edit.shared
     finally:
         set_factors(patient.model, {})
+
+
+def test_token_losses_are_mlx_cross_entropy():
+    import mlx.nn as nn
+
+    from edge_repair.engine.quality import _token_losses
+
+    logits = mx.random.normal((2, 5, 300), key=mx.random.key(0)) * 8
+    targets = mx.random.randint(0, 300, (2, 5), key=mx.random.key(1))
+    expected = np.array(nn.losses.cross_entropy(logits, targets, reduction="none"))
+    assert np.allclose(_token_losses(logits, targets), expected, atol=1e-4)

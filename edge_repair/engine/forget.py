@@ -155,7 +155,10 @@ class EngineConfig:
     negatives: int = 128        # retain prompts whose every token is a gate negative
     max_tries: int = 3
     verify_tokens: int = 24     # reply tokens checked for the forgotten answer (it can come late)
-    near_misses: int = 8        # subject-swapped copies of each forget phrasing (the hardest negatives)
+    # Subject-swapped copies of each forget phrasing (the hardest negatives, beside the wide subjects).
+    # Measured since the wide subjects joined: 4 and 8 gave the same verdicts on 16 facts and 10
+    # pipeline requests; 4 saves ~0.5 s on a 6-phrasing edit.
+    near_misses: int = 4
     threshold: float = 0.0      # >0: key score a unit opens at (measured: hurts perplexity on raw text)
     blind: bool = True          # keys ignore the refusal shift's directions
     ridge: float = 0.1          # λ of the key solve: larger keeps keys off directions the retain rows barely span

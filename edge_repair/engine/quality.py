@@ -4,6 +4,7 @@ import math
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
 
 def perplexity(patient, text: str, window: int = 256) -> float:
@@ -37,8 +38,19 @@ def token_perplexity(model, token_lists: list[list[int]], batch_size: int = 2,
             logits = model(tokens[:, :-1])
         else:
             logits = replayed_logits(model, replay[0], [mx.array(h[:-1]) for h in replay[1][start:start + batch_size]])
-        losses = nn.losses.cross_entropy(logits.astype(mx.float32), tokens[:, 1:], reduction="none")
-        mask = mx.array([[1.0] * (len(t) - 1) + [0.0] * (tokens.shape[1] - len(t)) for t in chunk])
-        total += (losses * mask).sum().item()
+        losses = _token_losses(logits, tokens[:, 1:])
+        mask = np.array([[1.0] * (len(t) - 1) + [0.0] * (tokens.shape[1] - len(t)) for t in chunk])
+        total += float((losses * mask).sum())
         count += sum(len(t) - 1 for t in chunk)
     return math.exp(total / max(count, 1))
+
+
+def _token_losses(logits: mx.array, targets: mx.array) -> np.ndarray:
+    """Cross-entropy per position. On a CPU, in numpy: its exp runs ~7× faster than MLX's there
+    (measured: log-sum-exp over 2×63×49k logits 8 ms against 60 ms, of ~0.65 s an edit's guard check took)."""
+    if mx.default_device() != mx.cpu:
+        return np.array(nn.losses.cross_entropy(logits.astype(mx.float32), targets, reduction="none"))
+    z = np.array(logits.astype(mx.float32))
+    top = z.max(axis=-1, keepdims=True)
+    log_norm = np.log(np.exp(z - top).sum(axis=-1)) + top[..., 0]
+    return log_norm - np.take_along_axis(z, np.array(targets)[..., None], axis=-1)[..., 0]
