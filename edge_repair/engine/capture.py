@@ -17,7 +17,8 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 from mlx_lm.models.cache import BatchKVCache, KVCache, make_prompt_cache
 
-# While `reused_prefixes` is active: (prefix tokens, model state) -> (state's arrays, KV cache).
+# While `reused_prefixes` is active: model state (its parameter arrays' ids) -> (those arrays,
+# {prefix tokens: KV cache}).
 _PREFIXES: ContextVar[dict | None] = ContextVar("edge_repair_prefixes", default=None)
 
 

@@ -296,7 +296,7 @@ def _forget(patient, request: ForgetRequest, retain_prompts: list[str], config: 
     kept_checks = [i for i, p in enumerate(checks[: len(bank.check_replies)])
                    if not _mentions_any(p, terms, request.subject)][: config.retain_probes]
     retain_checks, baseline = [checks[i] for i in kept_checks], [bank.check_replies[i] for i in kept_checks]
-    strength, rank, tries, tried, history, avoided = request.strength, 1, 0, [], [], {}
+    strength, rank, tries, tried, history = request.strength, 1, 0, [], []
     # Every wide subject but the held-out neighbours (a fair check) is a near miss from the first
     # solve on, weighted up each time a try tips it. Measured on 16 facts: 35 tries → 25, 13 → 15 verified.
     held = {name.lower() for name in held_out}
