@@ -170,14 +170,16 @@ def test_reused_prefixes_run_a_prefix_once_per_model_state(tiny_model_dir):
     rng = np.random.default_rng(0)
     edit = {"model.layers.2.mlp.down_proj": (mx.array(rng.normal(size=(128, 2)), mx.float32),
                                              mx.array(rng.normal(size=(2, 64)), mx.float32))}
+    shorter = [list(range(3, 12)) + [1, 2], list(range(3, 12)) + [2, 2]]
+    longer = [list(range(3, 18)) + [1], list(range(3, 18)) + [2]]
+    run_afresh = [prefix_cache(patient.model, other)[1] for other in (shorter, longer)]  # no memo outside
     with reused_prefixes():
         _, first = prefix_cache(patient.model, lists)
         assert prefix_cache(patient.model, lists)[1] is first
         assert prefix_cache(patient.model, [t + [1] for t in lists])[1] is first  # the same 12 shared tokens
         # a shorter prefix is cut from that run, a longer one extends it: both as if run afresh
-        for other in ([list(range(3, 12)) + [1, 2], list(range(3, 12)) + [2, 2]],
-                      [list(range(3, 18)) + [1], list(range(3, 18)) + [2]]):
-            reused, fresh = prefix_cache(patient.model, other)[1], _run_alone(patient.model, other)
+        for other, fresh in zip((shorter, longer), run_afresh):
+            reused = prefix_cache(patient.model, other)[1]
             assert all(mx.allclose(a.keys_and_values()[1], b.keys_and_values()[1], atol=1e-5) for a, b in zip(reused, fresh))
             assert reused[0].offset == fresh[0].offset
         assert all(c.offset == 12 for c in first)  # the run it was cut from or extended is untouched
@@ -189,11 +191,3 @@ def test_reused_prefixes_run_a_prefix_once_per_model_state(tiny_model_dir):
         assert all(mx.array_equal(a.keys_and_values()[0], b.keys_and_values()[0]) for a, b in zip(back, outside))
     assert prefix_cache(patient.model, lists)[1] is not prefix_cache(patient.model, lists)[1]  # no memo outside
 
-
-def _run_alone(model, lists):
-    from edge_repair.engine.capture import shared_prefix
-    from mlx_lm.models.cache import make_prompt_cache
-
-    cache = make_prompt_cache(model)
-    model(mx.array([lists[0][:shared_prefix(lists)]]), cache=cache)
-    return cache

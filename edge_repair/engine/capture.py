@@ -156,8 +156,8 @@ def prefix_cache(model: nn.Module, token_lists: list[list[int]], min_prefix: int
     n = n if limit is None else min(n, limit)
     if n < min_prefix or not _plain_kv_cache(model):
         return 0, None
-    memo = _PREFIXES.get()
-    return n, _run_prefix(model, token_lists[0][:n]) if memo is None else _memoized_prefix(memo, model, token_lists[0][:n])
+    memo, prefix = _PREFIXES.get(), token_lists[0][:n]
+    return n, _run_prefix(model, prefix) if memo is None else _memoized_prefix(memo, model, prefix)
 
 
 @contextmanager

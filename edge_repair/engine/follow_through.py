@@ -13,7 +13,8 @@ Since session 14 an edit brings it only when needed (forget.FOLLOW_THROUGH): a w
 forget from its first try, any other edit on the next try once a try removed the answer but too
 few replies were refusals. Always on, it was what changed ordinary chat: it fires on any reply's
 "I'm" after a question ("I'm glad…" → "I'm sorry…") and on sentence ends (a greeting cut after
-"Hello!"); alone it changed 5 of 20 chat replies, three edits' answer units none. The facts benchmark never needs it now (chat unchanged 98.0 % against 76.5 %); requests
+"Hello!"); alone it changed 5 of 20 chat replies, three edits' answer units none. The facts
+benchmark never needs it now (chat unchanged 98.0 % against 76.5 %); requests
 about whole (made-up) people do ("Tell me about Maya Taylor." → "I'm Maya Taylor, a talented
 artist…" without it: 3 of 10 pipeline requests declined).
 """

@@ -454,7 +454,8 @@ def _neighbours_kept(patient, prompts: list[str], replies: list[list[int]], term
     capitals reworded by a Poland edit at any strength), a refusal or another answer is.
     `now`: the current model's replies, when already generated (else generated here)."""
     if now is None:
-        now = greedy_tokens(patient, prompts, NEIGHBOUR_TOKENS, drafts=[_ended(patient, r, NEIGHBOUR_TOKENS) for r in replies])
+        drafts = [_ended(patient, r, NEIGHBOUR_TOKENS) for r in replies]
+        now = greedy_tokens(patient, prompts, NEIGHBOUR_TOKENS, drafts=drafts)
     kept = []
     for base, new, words in zip(replies, now, terms):
         head = base[:CHECK_TOKENS]
