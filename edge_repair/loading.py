@@ -10,7 +10,7 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 
-from edge_repair import default_model
+from edge_repair import cpu_swiglu, default_model
 from edge_repair.errors import ModelError
 from edge_repair.gguf import convert_gguf
 from edge_repair.paths import models_dir
@@ -129,6 +129,8 @@ def load_patient(spec: str | None = None, compute: str | None = None) -> Patient
     check_architecture(model)
     if (compute or compute_mode()) == "f32":
         to_float32(model)
+    if mx.default_device() == mx.cpu:
+        cpu_swiglu.use_for(model)  # MLX's CPU exp is scalar: the MLP's SwiGLU cost 5× its matmuls
     return Patient(model, tokenizer, path, config)
 
 
