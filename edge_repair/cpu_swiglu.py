@@ -2,8 +2,9 @@
 
 MLX's CPU exp runs one element at a time: measured on this 2-core x86, exp over 512×1536 floats
 took 7.3 ms and mlx-lm's SwiGLU 10.4 ms, five times the MLP matmul it follows (2.0 ms). Cephes'
-expf (Cody–Waite range reduction, a degree-7 polynomial, 2**k from its exponent bits), fused by
-`mx.compile`, takes 1.6 ms and is as accurate (max relative error 8e-8 against float64; MLX's 9e-8).
+expf (Cody–Waite range reduction, a degree-7 polynomial, 2**k from its exponent bits) fused by
+`mx.compile` takes 1.6 ms there, the SwiGLU built on it 2.8 ms, and it is as accurate (max
+relative error 8e-8 against float64; MLX's 9e-8).
 """
 
 import sys
