@@ -475,3 +475,12 @@ def test_token_losses_are_mlx_cross_entropy():
     targets = mx.random.randint(0, 300, (2, 5), key=mx.random.key(1))
     expected = np.array(nn.losses.cross_entropy(logits, targets, reduction="none"))
     assert np.allclose(_token_losses(logits, targets), expected, atol=1e-4)
+
+
+def test_bank_scores_stay_in_the_rows_precision():
+    from edge_repair.engine.gated import scores
+
+    rng = np.random.default_rng(0)
+    rows, key = rng.normal(size=(50, 16)).astype(np.float32), rng.normal(size=16)
+    got = scores(rows, key)
+    assert got.dtype == np.float32 and np.allclose(got, rows.astype(np.float64) @ key, rtol=1e-5, atol=1e-5)

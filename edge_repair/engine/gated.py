@@ -63,8 +63,14 @@ def key_classifier(positives: np.ndarray, negatives: np.ndarray, lam: float, ban
         rhs = pos_w * positives.sum(axis=0) - negatives.T @ near_w - bank_sum - H.T @ extra
         w = np.linalg.solve(gram, rhs)
         near_w = np.where(negatives @ w > -0.5, near_w * 2.0, near_w)
-        bank_w = np.where(bank_rows @ w > -0.5, bank_w * 2.0, bank_w)
+        bank_w = np.where(scores(bank_rows, w) > -0.5, bank_w * 2.0, bank_w)
     return w
+
+
+def scores(rows: np.ndarray, key: np.ndarray) -> np.ndarray:
+    """rows @ key in the rows' precision: a float64 key would have numpy copy the whole float32
+    bank (13869×576 per layer on the default model) to float64 first (measured: 7.5 ms against 0.2 ms)."""
+    return rows @ key.astype(rows.dtype, copy=False)
 
 
 def _without(rows: np.ndarray, basis: np.ndarray | None) -> np.ndarray:
@@ -87,7 +93,7 @@ def gated_unit(positives: np.ndarray, negatives: np.ndarray, targets: np.ndarray
     w = key_classifier(positives, negatives, lam, bank_rows, bank_gram, rounds=rounds, blind=blind)
     key = w if bias is None else w - threshold * bias
     scores_pos = positives @ key
-    negative_scores = [negatives @ key] + ([bank_rows @ key] if bank_rows is not None else [])
+    negative_scores = [negatives @ key] + ([scores(bank_rows, key)] if bank_rows is not None else [])
     s = sharpness / max(float(scores_pos.min()), 1e-3)
     gate, up = s * key, key
     targets = np.broadcast_to(targets, (len(positives), targets.shape[-1])) if targets.ndim == 1 else targets
