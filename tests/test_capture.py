@@ -1,6 +1,6 @@
 import mlx.core as mx
 
-from edge_repair.engine.capture import capture, prefix_cache, repeat_cache, shared_prefix
+from edge_repair.engine.capture import capture, prefix_cache, repeat_cache, reused_prefixes, shared_prefix
 from edge_repair.engine.verify import first_tokens, greedy_replies, greedy_tokens, reply_tokens, unchanged
 from edge_repair.loading import load_patient
 
@@ -53,6 +53,12 @@ def test_shared_prefix_is_run_once_without_changing_activations(tiny_model_dir):
     ends = capture(model, prompts, [1], batch_size=2, positions=[0, -1])
     picked = mx.array([r for i in range(len(prompts)) for r in separate.rows(i, [0, -1])])
     assert mx.allclose(ends.mlp_in[1], separate.mlp_in[1][picked], atol=1e-4)
+    # only positions after the prefix: its KV cache is all that runs (memoised within an edit)
+    with reused_prefixes():
+        for _ in range(2):
+            last = capture(model, prompts, [1, 3], batch_size=2, positions=[-1])
+            picked = mx.array([separate.rows(i, [-1])[0] for i in range(len(prompts))])
+            assert mx.allclose(last.resid[3], separate.resid[3][picked], atol=1e-3)
 
 
 def test_greedy_and_teacher_forced_checks_agree_with_a_shared_prefix(tiny_model_dir):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 from mlx.utils import tree_flatten
 from mlx_lm.models.cache import BatchKVCache, KVCache, make_prompt_cache
 
@@ -111,30 +112,42 @@ def capture(model: nn.Module, token_lists: list[list[int]], layers: list[int], b
     """MLP inputs/outputs and residuals at `layers` for every real token of every prompt.
 
     Only the `kinds` asked for are kept, and with `positions` (e.g. [-1]) only those positions of
-    each prompt: every kept row is d floats per kind and layer, and an edit needs few of them."""
+    each prompt: every kept row is d floats per kind and layer, and an edit needs few of them.
+    Prompts are batched by length (padding is compute: measured, 40 % of a batch of 64 questions)."""
     layers = sorted(set(layers))
-    collected = {kind: {l: [] for l in layers} for kind in kinds}
     n_prefix = shared_prefix(token_lists) if len(token_lists) > 1 else 0
-    shared, prefix_record = None, None
-    if n_prefix >= min_prefix and _plain_kv_cache(model):
+    own = min((len(t) for t in token_lists), default=0) - n_prefix
+    if positions is not None and all(-own <= p < 0 for p in positions):
+        # The prefix's own rows are not kept: its KV cache is all a batch needs (reused within an edit).
+        n_prefix, shared = prefix_cache(model, token_lists, min_prefix)
+        prefix_record = None
+    elif n_prefix >= min_prefix and _plain_kv_cache(model):
         shared = make_prompt_cache(model)
         prefix_record = _run_tapped(model, mx.array([token_lists[0][:n_prefix]]), layers, shared)
     else:
-        n_prefix = 0
-    for start in range(0, len(token_lists), batch_size):
-        chunk = [t[n_prefix:] for t in token_lists[start:start + batch_size]]
+        n_prefix, shared, prefix_record = 0, None, None
+    kept = {kind: {l: [None] * len(token_lists) for l in layers} for kind in kinds}
+    for batch in _by_length(token_lists, batch_size):
+        chunk = [token_lists[i][n_prefix:] for i in batch]
         cache = repeat_cache(shared, len(chunk)) if shared else None
         record = _run_tapped(model, pad_batch(chunk), layers, cache)
-        for kind in collected:
+        for kind, per in kept.items():
             for l in layers:
                 full = record[kind][l]
                 head = [prefix_record[kind][l][0]] if prefix_record else []
-                collected[kind][l].extend(_kept(head, full[i, : len(t)], positions) for i, t in enumerate(chunk))
-    merged = {kind: {l: mx.concatenate(v, axis=0).astype(mx.float32) for l, v in per.items()} for kind, per in collected.items()}
+                for row, (i, t) in enumerate(zip(batch, chunk)):
+                    per[l][i] = _kept(head, full[row, : len(t)], positions)
+    merged = {kind: {l: mx.concatenate(v, axis=0).astype(mx.float32) for l, v in per.items()} for kind, per in kept.items()}
     for per in merged.values():
         mx.eval(list(per.values()))
     lengths = [len(t) for t in token_lists] if positions is None else [len(positions)] * len(token_lists)
     return Activations(merged.get("mlp_in", {}), merged.get("mlp_out", {}), merged.get("resid", {}), lengths)
+
+
+def _by_length(token_lists: list[list[int]], batch_size: int) -> list[list[int]]:
+    """Indices of the lists in batches of similar length (longest first)."""
+    order = sorted(range(len(token_lists)), key=lambda i: -len(token_lists[i]))
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 def _kept(head: list[mx.array], own: mx.array, positions: list[int] | None) -> mx.array:
@@ -303,18 +316,21 @@ def replayed_last(model: nn.Module, layer: int, token_lists: list[list[int]], hi
     the greedy next token there. Only the blocks from `layer` up run, after the shared prefix's
     KV cache, and the output head only at the last tokens."""
     n, cache = prefix_cache(model, token_lists)
-    rows, predicted = {l: [] for l in layers}, []
-    for start in range(0, len(token_lists), batch_size):
-        chunk = [h[n:] for h in hidden[start:start + batch_size]]
+    rows, predicted, order = {l: [] for l in layers}, [], []
+    for batch in _by_length(token_lists, batch_size):
+        chunk = [hidden[i][n:] for i in batch]
         last = mx.array([len(h) - 1 for h in chunk])
         record: dict = {}
         with _replaying(model, layer, chunk) as tokens, _tapped(model, layers, record, stop=False), \
                 logits_only_at(model, last[:, None]):
             logits = model(tokens, cache=repeat_cache(cache, len(chunk)) if cache else None)
         predicted += mx.argmax(logits[:, 0], axis=-1).tolist()
+        order += batch
         for l in layers:
             rows[l].append(record["mlp_in"][l][mx.arange(len(chunk)), last])
-    return {l: mx.concatenate(r).astype(mx.float32) for l, r in rows.items()}, predicted
+    back = mx.array(np.argsort(order))  # rows back in the lists' order
+    return ({l: mx.concatenate(r).astype(mx.float32)[back] for l, r in rows.items()},
+            [predicted[i] for i in back.tolist()])
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.verify import chat_tokens, greedy_tokens, reply_tokens
 
 LABEL = "negative-bank"
-VERSION = "13"  # bump when the cached content changes (13: SwiGLU with cpu_swiglu.exp on a CPU)
+VERSION = "14"  # bump when the cached content changes (14: attention with cpu_swiglu.exp on a CPU)
 GUARD_PARAGRAPHS = 8  # the last paragraphs of the general text are never negatives: an honest perplexity guard
 GUARD_TOKENS = 64
 CHECK_TOKENS = 8  # reply tokens compared when checking that other answers stay put
