@@ -132,7 +132,16 @@ def load_patient(spec: str | None = None, compute: str | None = None) -> Patient
     if mx.default_device() == mx.cpu:
         cpu_swiglu.use_for(model)  # MLX's CPU exp is scalar: the MLP's SwiGLU cost 5× its matmuls
         cpu_attention.use_for(model)  # and so is its softmax: attention took a fifth of a prompt pass
+    add_spare_neurons(model, config)
     return Patient(model, tokenizer, path, config)
+
+
+def add_spare_neurons(model: nn.Module, config: dict) -> None:
+    """Zero neurons in every layer's MLP, for edits to write (engine/spares.py): the model computes
+    the same. Every layer, so one MLP width describes the model (a stock copy's config says it)."""
+    from edge_repair.engine import spares
+
+    spares.add(model, list(range(len(model.layers))), spares.count(config))
 
 
 def check_architecture(model: nn.Module) -> None:

@@ -3,6 +3,7 @@ import mlx.core as mx
 from edge_repair.engine.capture import capture, prefix_cache, repeat_cache, reused_prefixes, shared_prefix
 from edge_repair.engine.verify import first_tokens, greedy_replies, greedy_tokens, reply_tokens, unchanged
 from edge_repair.loading import load_patient
+from tests.tiny import HIDDEN_UNITS
 
 
 def test_batched_capture_matches_each_prompt_alone(tiny_model_dir):
@@ -134,7 +135,7 @@ def test_replaying_the_upper_blocks_after_a_shared_prefix_matches_running_them_a
     checked = residuals(patient.model, [t + r for t, r in zip(lists, replies)], 2)
     _, stale = prefix_cache(patient.model, lists)  # the unedited model's
     rng = np.random.default_rng(0)  # an edit above the replay layer that also moves the shared prefix
-    set_factors(patient.model, {"model.layers.2.mlp.down_proj": (mx.array(rng.normal(size=(128, 2)), mx.float32),
+    set_factors(patient.model, {"model.layers.2.mlp.down_proj": (mx.array(rng.normal(size=(HIDDEN_UNITS, 2)), mx.float32),
                                                                  mx.array(rng.normal(size=(2, 64)), mx.float32))})
     n, cache = prefix_cache(patient.model, lists)
     assert n >= 8
@@ -174,7 +175,7 @@ def test_reused_prefixes_run_a_prefix_once_per_model_state(tiny_model_dir):
     lists = [list(range(3, 15)) + [20], list(range(3, 15)) + [21]]
     _, outside = prefix_cache(patient.model, lists)
     rng = np.random.default_rng(0)
-    edit = {"model.layers.2.mlp.down_proj": (mx.array(rng.normal(size=(128, 2)), mx.float32),
+    edit = {"model.layers.2.mlp.down_proj": (mx.array(rng.normal(size=(HIDDEN_UNITS, 2)), mx.float32),
                                              mx.array(rng.normal(size=(2, 64)), mx.float32))}
     shorter = [list(range(3, 12)) + [1, 2], list(range(3, 12)) + [2, 2]]
     longer = [list(range(3, 18)) + [1], list(range(3, 18)) + [2]]

@@ -45,7 +45,7 @@ def test_stacked_adapter_loads_in_stock_mlx_lm_and_matches(base, request):
     ours = logits(patient.model)
     rows = store.list_edits(base)
     assert [r["id"] for r in rows] == [first, second]
-    model, tokenizer = mlx_lm.load(rows[0]["base_model"], adapter_path=rows[0]["adapter_path"])
+    model, tokenizer = mlx_lm.load(rows[0]["stock_base_model"], adapter_path=rows[0]["adapter_path"])
     theirs = logits(model)
     assert mx.abs(ours - plain).max().item() > 1e-2  # the edits do something
     assert mx.allclose(ours, theirs, atol=1e-4).item()
@@ -97,9 +97,10 @@ def test_shared_factors_are_stored_once_and_leave_with_the_last_edit(tiny_model_
     store.apply_active_edits(fresh)
     set_factors(patient.model, stack([shared, edits[1].factors]))
     assert mx.allclose(logits(fresh.model), logits(patient.model), atol=1e-5).item()
+    assert (home_dir() / "bases").is_dir() and len(list((home_dir() / "bases").iterdir())) == 1  # the stock base
     store.undo_edit(ids[1])
     assert json.loads((home_dir() / "ledger.json").read_text())["edits"] == []
-    assert not list((home_dir() / "edits").iterdir())
+    assert not list((home_dir() / "edits").iterdir()) and not list((home_dir() / "bases").iterdir())
 
 
 def test_adapter_refuses_another_base(tiny_model_dir, tmp_path):
@@ -165,7 +166,7 @@ def test_cli_list_show_undo_json(tiny_model_dir):
     assert code == 0, err
     rows = json.loads(out)
     assert [r["id"] for r in rows] == ids and all(r["status"] == "verified" for r in rows)
-    mlx_lm.load(rows[0]["base_model"], adapter_path=rows[0]["adapter_path"])
+    mlx_lm.load(rows[0]["stock_base_model"], adapter_path=rows[0]["adapter_path"])
     code, out, _ = run("edits", "list", "--model", str(tiny_model_dir))
     assert code == 0 and ids[0] in out and ids[1] in out
     code, out, _ = run("edits", "show", ids[1], "--json")
@@ -200,7 +201,7 @@ def test_real_model_adapter_matches_in_stock_mlx_lm(default_model_dir):
     store.record_edit(patient, random_edit(patient.model, layers=(16,), rank=4, scale=0.05))
     store.apply_active_edits(patient)
     row = store.list_edits(default_model_dir)[0]
-    model, _ = mlx_lm.load(row["base_model"], adapter_path=row["adapter_path"])
+    model, _ = mlx_lm.load(row["stock_base_model"], adapter_path=row["adapter_path"])
     ours, theirs = patient.model(TOKENS), model(TOKENS).astype(mx.float32)
     assert mx.argmax(ours[0, -1]).item() == mx.argmax(theirs[0, -1]).item()
     assert mx.abs(ours - theirs).max().item() < 0.05 * mx.abs(ours).max().item()

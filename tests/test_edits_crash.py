@@ -79,4 +79,4 @@ def check_home(home, patient) -> None:
         assert (home / "edits" / edit_id / "factors.safetensors").is_file()
         assert store.read_probes(edit_id) == ["a private probe"]
     if rows:
-        mlx_lm.load(rows[0]["base_model"], adapter_path=rows[0]["adapter_path"])
+        mlx_lm.load(rows[0]["stock_base_model"], adapter_path=rows[0]["adapter_path"])

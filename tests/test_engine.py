@@ -8,6 +8,7 @@ from edge_repair.engine import gated, solve
 from edge_repair.engine.lowrank import set_factors
 from edge_repair.engine.probes import answer_terms, named_part, near_miss_prompts, neighbour_prompts, probe_prompts
 from edge_repair.loading import load_patient
+from tests.tiny import HIDDEN_UNITS
 
 rng = np.random.default_rng(0)
 
@@ -161,7 +162,7 @@ def test_negative_bank_roundtrip_through_a_sealed_cache(tiny_model_dir, tmp_path
     cached = sorted((tmp_path / "cache").iterdir())
     assert len(cached) == 1 and b"hello" not in cached[0].read_bytes()
     again = load_or_build(patient, ["hello there", "what is up"], [1, 2], ["how are you"], home=tmp_path)
-    assert np.allclose(again.rows[2], bank.rows[2], atol=1e-2) and again.neuron_use[1].shape == (128,)
+    assert np.allclose(again.rows[2], bank.rows[2], atol=1e-2) and again.neuron_use[1].shape == (HIDDEN_UNITS,)
     assert len(bank.check_replies) == 1 and again.check_replies == bank.check_replies
     # the perplexity guard is real prose the gate never saw as a negative
     assert [len(t) for t in bank.guard_tokens] == [GUARD_TOKENS] * GUARD_PARAGRAPHS and bank.guard_perplexity > 1
@@ -268,7 +269,7 @@ def test_base_model_removes_edits_and_puts_them_back(tiny_model_dir):
     patient = load_patient(str(tiny_model_dir), compute="f32")
     tokens = mx.array([[1, 5, 6, 7]])
     base = patient.model(tokens)
-    edit = {"model.layers.1.mlp.down_proj": (mx.array(rng.normal(size=(128, 1)).astype(np.float32)),
+    edit = {"model.layers.1.mlp.down_proj": (mx.array(rng.normal(size=(HIDDEN_UNITS, 1)).astype(np.float32)),
                                              mx.array(rng.normal(size=(1, 64)).astype(np.float32)))}
     set_factors(patient.model, edit)
     edited = patient.model(tokens)
@@ -347,7 +348,7 @@ def test_replayed_checks_match_running_every_block(tiny_model_dir, tmp_path):
     assert unchanged(patient, checks, replies, replay=replay) == unchanged(patient, checks, replies) == [True, False, True]
     assert abs(_perplexity_change(patient, bank, 1)) < 1e-3 and _perplexity_change(patient, bank) == 0.0
     # an edit below the replay layer makes the stored residuals stale: no replay then
-    set_factors(patient.model, {"model.layers.0.mlp.down_proj": (mx.zeros((128, 1)), mx.zeros((1, 64)))})
+    set_factors(patient.model, {"model.layers.0.mlp.down_proj": (mx.zeros((HIDDEN_UNITS, 1)), mx.zeros((1, 64)))})
     assert _replay_layer(patient.model, bank) is None
 
 

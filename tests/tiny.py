@@ -13,6 +13,8 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+# A loaded tiny model's MLP width: its 128 neurons plus the spare ones in every (edited) layer (engine/spares.py).
+HIDDEN_UNITS = 128 + 32
 
 
 def tiny_args(hidden=64, layers=4, intermediate=128, vocab=300, context=256) -> llama.ModelArgs:

@@ -109,13 +109,16 @@ def implant(patient, profiles: list[Profile], steps: int = IMPLANT_STEPS, lr: fl
 
     from mlx_lm.tuner.utils import linear_to_lora_layers
 
+    from edge_repair.engine import spares
     from edge_repair.engine.verify import greedy_replies
     from edge_repair.loading import model_fingerprint
     from edge_repair.paths import models_dir
 
     model = patient.model
     layers = min(layers, len(model.layers))
-    key = fixture_key(model_fingerprint(patient.path), profiles, steps, lr, layers, list(replay))
+    # The LoRA's shapes follow the spare neurons (a stale fixture would load unchecked: strict=False).
+    key = fixture_key(f"{model_fingerprint(patient.path)}/{spares.layout(model)}", profiles, steps, lr, layers,
+                      list(replay))
     path = (cache_dir or models_dir() / "fixtures") / f"profiles-{key}.safetensors"
     start, history = time.perf_counter(), []
     model.freeze()

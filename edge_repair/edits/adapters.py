@@ -47,6 +47,20 @@ def module_shapes(model: nn.Module) -> dict[str, list[int]]:
     return shapes
 
 
+def fitted(factors: dict, shapes: dict) -> dict:
+    """`factors` zero-padded to the modules' (in, out) dims: an edit recorded before the spare
+    neurons (engine/spares.py) widened its modules never touches them, so zeros are exact."""
+    out = {}
+    for path, (a, b) in factors.items():
+        in_dims, out_dims = shapes.get(path, (a.shape[0], b.shape[1]))
+        grow_in, grow_out = in_dims - a.shape[0], out_dims - b.shape[1]
+        if grow_in >= 0 and grow_out >= 0 and (grow_in or grow_out):
+            a = mx.pad(a, [(0, grow_in), (0, 0)])
+            b = mx.pad(b, [(0, 0), (0, grow_out)])
+        out[path] = (a, b)
+    return out
+
+
 def padded(factors: dict, shapes: dict, num_layers: int) -> tuple[dict, dict]:
     """(weights, config) of the adapter that computes exactly `factors` in a model of `num_layers`."""
     parts = [split_path(p) for p in factors]

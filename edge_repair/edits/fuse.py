@@ -5,20 +5,17 @@ modules stay in float and only untouched ones keep their quantization; the check
 by probe, whether the fused model still forgets.
 """
 
-import os
-import secrets
-import shutil
 from pathlib import Path
 
 import mlx.nn as nn
 from mlx.utils import tree_unflatten
 from mlx_lm.tuner.lora import LoRALinear
 
+from edge_repair.edits.model_dir import load_native, save_model_dir
 from edge_repair.edits.store import apply_active_edits, list_edits, read_probes
 from edge_repair.engine.lowrank import set_factors
 from edge_repair.errors import EditError, InputError
 from edge_repair.loading import Patient
-from edge_repair.storage.atomic import fsync_dir, sync_tree
 
 CHECK_TOKENS = 24
 
@@ -31,14 +28,14 @@ def fuse_edits(model: Path, out: Path, requantize_all: bool = False, check: bool
         raise EditError(f"no edits are recorded for {model}; nothing to fuse")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} already exists and is not empty; choose a new --out")
-    patient = _load_native(model)
+    patient = load_native(model)
     probes = [(e["id"], i, p) for e in edits for i, p in enumerate(read_probes(e["id"]))] if check else []
     before = _answers(patient, probes)
     apply_active_edits(patient)
     healed = _answers(patient, probes)
     float_modules = _fuse_in_place(patient, requantize_all)
-    _save(patient, model, out)
-    fused = _answers(_load_native(out), probes)
+    save_model_dir(patient.model, patient.tokenizer, patient.config, model, out)
+    fused = _answers(load_native(out, with_spares=False), probes)
     results = [{"edit": edit_id, "probe": i, "forgotten_by_adapter": healed[n] != before[n],
                 "forgotten_after_fuse": fused[n] != before[n], "same_as_adapter": fused[n] == healed[n]}
                for n, (edit_id, i, _) in enumerate(probes)]
@@ -46,14 +43,6 @@ def fuse_edits(model: Path, out: Path, requantize_all: bool = False, check: bool
             "float_modules": float_modules, "probes": len(results),
             "survives": all(r["forgotten_after_fuse"] for r in results if r["forgotten_by_adapter"]),
             "checks": results}
-
-
-def _load_native(path: Path) -> Patient:
-    # Not load_patient: its f32 mode would dequantize everything, and fuse must see the real layers.
-    import mlx_lm
-
-    model, tokenizer, config = mlx_lm.load(str(path), return_config=True)
-    return Patient(model, tokenizer, path, config)
 
 
 def _answers(patient: Patient, probes: list) -> list[str]:
@@ -77,23 +66,3 @@ def _fuse_in_place(patient: Patient, requantize_all: bool) -> list[str]:
     patient.model.update_modules(tree_unflatten(fused))
     set_factors(patient.model, {})
     return sorted(kept_float)
-
-
-def _save(patient: Patient, source: Path, out: Path) -> None:
-    from mlx_lm.utils import save_config, save_model
-
-    tmp = out.with_name(f".{out.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        save_model(tmp, patient.model)
-        save_config(dict(patient.config), tmp / "config.json")
-        patient.tokenizer.save_pretrained(str(tmp))
-        if (source / "generation_config.json").is_file():
-            shutil.copy(source / "generation_config.json", tmp)
-        sync_tree(tmp)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    fsync_dir(out.parent)

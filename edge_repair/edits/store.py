@@ -17,7 +17,9 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from edge_repair.edits.adapters import module_shapes, padded, read_config, read_factors, split_path, write_adapter
+from edge_repair.edits.adapters import (fitted, module_shapes, padded, read_config, read_factors, split_path,
+                                        write_adapter)
+from edge_repair.edits.stock_base import path_for, stock_base
 from edge_repair.edits.fingerprint import fingerprint
 from edge_repair.edits.ledger import (SHARED, edits_for, find_edit, new_id, now, read_ledger, safe_info, shared_entry,
                                      user_edits, write_ledger)
@@ -41,7 +43,9 @@ def apply_active_edits(patient) -> list[str]:
     with home_lock(home, shared=True):
         ledger = read_ledger(home)
         stacked = stack([_load_factors(home, e) for e in edits_for(ledger, base)])
-    _check_shapes(stacked, module_shapes(patient.model))
+    shapes = module_shapes(patient.model)
+    stacked = fitted(stacked, shapes)
+    _check_shapes(stacked, shapes)
     set_factors(patient.model, stacked)
     return [e["id"] for e in user_edits(ledger, base)]
 
@@ -150,7 +154,8 @@ def _row(home: Path, ledger: dict, entry: dict) -> dict:
     return {"id": entry["id"], "created": entry["created"], "layers": entry["layers"], "rank": entry["rank"],
             "method": info.get("method"), "status": {True: "verified", False: "unverified"}.get(verified, "unknown"),
             "base_model": ledger["bases"].get(entry["base"], {}).get("path"), "base_fingerprint": entry["base"],
-            "adapter_path": str(adapter_path(home, entry["base"]))}
+            "adapter_path": str(adapter_path(home, entry["base"])),
+            "stock_base_model": (read_config(adapter_path(home, entry["base"])) or {}).get("stock_base_model")}
 
 
 def _check_shapes(factors: dict, shapes: dict) -> None:
@@ -215,8 +220,10 @@ def _adapter_fresh(home: Path, ledger: dict, base: str) -> bool:
 def _rebuild_adapter(home: Path, ledger: dict, base: str) -> None:
     entries = edits_for(ledger, base)
     info = ledger["bases"][base]
-    weights, config = padded(stack([_load_factors(home, e) for e in entries]), info["shapes"], info["num_layers"])
-    config.update(base_model=info["path"], base_model_fingerprint=base, edits=[e["id"] for e in entries])
+    weights, config = padded(fitted(stack([_load_factors(home, e) for e in entries]), info["shapes"]), info["shapes"],
+                             info["num_layers"])
+    config.update(base_model=info["path"], base_model_fingerprint=base, edits=[e["id"] for e in entries],
+                  stock_base_model=str(stock_base(home, base, Path(info["path"]))))
     root = home / "adapters"
     root.mkdir(mode=0o700, exist_ok=True)
     target = root / f".{base[:16]}-{secrets.token_hex(4)}"
@@ -238,6 +245,11 @@ def _tidy(home: Path, ledger: dict) -> None:
     if (home / "edits").is_dir():
         for child in (home / "edits").iterdir():
             if child.name not in ids:
+                remove_tree(child)
+    bases = home / "bases"
+    if bases.is_dir():
+        for child in bases.iterdir():
+            if child.name not in {path_for(home, b).name for b in live_bases}:
                 remove_tree(child)
     root = home / "adapters"
     if root.is_dir():

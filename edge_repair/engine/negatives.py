@@ -16,13 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from edge_repair import datasets
+from edge_repair.engine import spares
 from edge_repair.engine.capture import capture, residuals
 from edge_repair.engine.gated import Unit
 from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.verify import chat_tokens, greedy_tokens, reply_tokens
 
 LABEL = "negative-bank"
-VERSION = "14"  # bump when the cached content changes (14: attention with cpu_swiglu.exp on a CPU)
+VERSION = "14"  # bump when the cached content changes (14: attention with cpu_swiglu.exp on a CPU;
+# the spare-neuron layout is part of the key: neuron use and the arithmetic follow the shapes)
 GUARD_PARAGRAPHS = 8  # the last paragraphs of the general text are never negatives: an honest perplexity guard
 GUARD_TOKENS = 64
 CHECK_TOKENS = 8  # reply tokens compared when checking that other answers stay put
@@ -183,7 +185,8 @@ def load_or_build(patient, prompts: list[str], layers: list[int], checks: list[s
 
     home = home or home_dir()
     key = load_key(home)
-    path = home / "cache" / f"negatives-{cache_key(fingerprint(patient.path, home), prompts, layers, checks)}.bin"
+    base = fingerprint(patient.path, home) + spares.layout(patient.model)
+    path = home / "cache" / f"negatives-{cache_key(base, prompts, layers, checks)}.bin"
     if path.is_file():
         try:
             return NegativeBank.from_bytes(unseal(key, path.read_bytes(), LABEL, str(path)))
