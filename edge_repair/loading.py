@@ -142,6 +142,7 @@ def add_spare_neurons(model: nn.Module, config: dict) -> None:
     from edge_repair.engine import spares
 
     spares.add(model, list(range(len(model.layers))), spares.count(config))
+    mx.clear_cache()  # the narrower weights' buffers: back to the OS, not held in MLX's cache (~170 MB RSS)
 
 
 def check_architecture(model: nn.Module) -> None:

@@ -16,10 +16,16 @@ def path_for(home: Path, base: str) -> Path:
     return home / "bases" / base[:16]
 
 
-def stock_base(home: Path, base: str, model_dir: Path) -> Path:
-    """The folder stock mlx-lm loads this base's adapter onto (written here if it is missing)."""
+def stock_base(home: Path, base: str, model_dir: Path, shapes: dict) -> Path:
+    """The folder stock mlx-lm loads this base's adapter onto (written here if it is missing).
+    `shapes`: the modules' (in, out) the edits were recorded against (a ledger written before
+    the spare neurons has the base's own widths: the base is then its own stock base)."""
     model_dir = Path(model_dir)
-    if not spares.count(json.loads((model_dir / "config.json").read_text())):
+    config = json.loads((model_dir / "config.json").read_text())
+    count = spares.count(config)
+    widened = count and any(path.endswith("mlp.gate_proj") and out == config["intermediate_size"] + count
+                            for path, (_, out) in shapes.items())
+    if not widened:
         return model_dir
     out = path_for(home, base)
     if not (out / "config.json").is_file():

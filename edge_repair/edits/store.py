@@ -223,7 +223,7 @@ def _rebuild_adapter(home: Path, ledger: dict, base: str) -> None:
     weights, config = padded(fitted(stack([_load_factors(home, e) for e in entries]), info["shapes"]), info["shapes"],
                              info["num_layers"])
     config.update(base_model=info["path"], base_model_fingerprint=base, edits=[e["id"] for e in entries],
-                  stock_base_model=str(stock_base(home, base, Path(info["path"]))))
+                  stock_base_model=str(stock_base(home, base, Path(info["path"]), info["shapes"])))
     root = home / "adapters"
     root.mkdir(mode=0o700, exist_ok=True)
     target = root / f".{base[:16]}-{secrets.token_hex(4)}"

@@ -4,7 +4,7 @@
 A zero neuron adds silu(0)·0 = 0: the model computes what it did. Measured on SmolLM2-135M,
 20 facts forgotten in a row (bench_forget --sequential 20): rewriting the least-used neurons
 left chat replies unchanged in 35 % and other facts answered in 84.6 %; with 32 spare neurons per
-edited layer 95 % and 96.2 %, perplexity +0.12 % instead of +0.78 %.
+layer 95 % and 96.2 %, perplexity +0.12 % instead of +0.78 %.
 
 Every layer gets them at load (loading.py), so one MLP width describes the model: edits are
 recorded against it, and stock mlx-lm loads an adapter onto a copy of the base that has them
@@ -54,7 +54,7 @@ def in_layer(model: nn.Module, layer: int) -> int:
 
 
 def layout(model: nn.Module) -> str:
-    """Which layers have how many spares, e.g. "20-29:32": part of every cache key that depends on
+    """Which layers have how many spares, e.g. "0-29:32": part of every cache key that depends on
     the weights' shapes or arithmetic."""
     layers = [i for i in range(len(model.layers)) if in_layer(model, i)]
     return f"{layers[0]}-{layers[-1]}:{in_layer(model, layers[0])}" if layers else "none"
