@@ -205,3 +205,18 @@ def test_real_model_adapter_matches_in_stock_mlx_lm(default_model_dir):
     ours, theirs = patient.model(TOKENS), model(TOKENS).astype(mx.float32)
     assert mx.argmax(ours[0, -1]).item() == mx.argmax(theirs[0, -1]).item()
     assert mx.abs(ours - theirs).max().item() < 0.05 * mx.abs(ours).max().item()
+
+
+def test_a_base_folder_gone_leaves_the_edits_listed(tmp_path):
+    base = make_model_dir(tmp_path / "gone")
+    patient = load_patient(str(base))
+    first = store.record_edit(patient, random_edit(patient.model, layers=(1,), seed=1))
+    copy = store.list_edits()[0]["stock_base_model"]
+    assert copy and copy != str(base.resolve())  # the stock copy with the spare neurons
+    second = store.record_edit(patient, random_edit(patient.model, layers=(2,), seed=2))
+    import shutil
+
+    shutil.rmtree(base)
+    store.undo_edit(first)  # the adapter is rebuilt without the base's folder
+    rows = store.list_edits()
+    assert [r["id"] for r in rows] == [second] and rows[0]["stock_base_model"] == copy

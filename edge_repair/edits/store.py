@@ -19,10 +19,10 @@ import mlx.core as mx
 
 from edge_repair.edits.adapters import (fitted, module_shapes, padded, read_config, read_factors, split_path,
                                         write_adapter)
-from edge_repair.edits.stock_base import path_for, stock_base
 from edge_repair.edits.fingerprint import fingerprint
 from edge_repair.edits.ledger import (SHARED, edits_for, find_edit, new_id, now, read_ledger, safe_info, shared_entry,
                                      user_edits, write_ledger)
+from edge_repair.edits.stock_base import path_for, stock_base
 from edge_repair.engine.lowrank import LowRankEdit, set_factors, stack
 from edge_repair.errors import EditError, StateError
 from edge_repair.paths import home_dir
@@ -223,7 +223,7 @@ def _rebuild_adapter(home: Path, ledger: dict, base: str) -> None:
     weights, config = padded(fitted(stack([_load_factors(home, e) for e in entries]), info["shapes"]), info["shapes"],
                              info["num_layers"])
     config.update(base_model=info["path"], base_model_fingerprint=base, edits=[e["id"] for e in entries],
-                  stock_base_model=str(stock_base(home, base, Path(info["path"]), info["shapes"])))
+                  stock_base_model=stock_base(home, base, Path(info["path"]), info["shapes"]))
     root = home / "adapters"
     root.mkdir(mode=0o700, exist_ok=True)
     target = root / f".{base[:16]}-{secrets.token_hex(4)}"
