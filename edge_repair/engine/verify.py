@@ -95,7 +95,8 @@ def first_tokens(patient, prompts: list[str], replay: tuple[int, list] | None = 
     """The first token of each prompt's greedy reply, from one forward pass per batch (no
     generation loop: a generating row costs ~12 MB of batched KV cache). `replay`: see
     forced_predictions. Batches of 32: measured on 64 questions about people, one batch of 64
-    peaked ~200 MB above the weights, two of 32 ~110 MB, in the same time."""
+    peaked ~200 MB above the weights, two of 32 ~110 MB (both sizes run at ~32k token-layers per
+    second here)."""
     lists = [chat_tokens(patient.tokenizer, p) for p in prompts]
     n, cache = prefix_cache(patient.model, lists)
     predicted = []
