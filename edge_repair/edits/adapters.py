@@ -12,6 +12,7 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 
+from edge_repair.engine import spares
 from edge_repair.errors import StateError
 
 LAYER_PATH = re.compile(r"^(?P<prefix>(?:.*\.)?layers\.)(?P<index>\d+)\.(?P<key>.+)$")
@@ -54,9 +55,8 @@ def fitted(factors: dict, shapes: dict) -> dict:
     for path, (a, b) in factors.items():
         in_dims, out_dims = shapes.get(path, (a.shape[0], b.shape[1]))
         grow_in, grow_out = in_dims - a.shape[0], out_dims - b.shape[1]
-        if grow_in >= 0 and grow_out >= 0 and (grow_in or grow_out):
-            a = mx.pad(a, [(0, grow_in), (0, 0)])
-            b = mx.pad(b, [(0, 0), (0, grow_out)])
+        if grow_in >= 0 and grow_out >= 0:
+            a, b = spares.padded(a, grow_in, 0), spares.padded(b, 0, grow_out)
         out[path] = (a, b)
     return out
 

@@ -96,7 +96,8 @@ def list_edits(base=None) -> list[dict]:
     home = home_dir()
     ledger = _current_ledger(home)
     wanted = fingerprint(Path(base), home) if base else None
-    return [_row(home, ledger, e) for e in user_edits(ledger) if wanted in (None, e["base"])]
+    stock = {b: _stock_base_model(home, b) for b in _bases(ledger)}  # one adapter config read per base
+    return [_row(home, ledger, e, stock[e["base"]]) for e in user_edits(ledger) if wanted in (None, e["base"])]
 
 
 def show_edit(edit_id: str) -> dict:
@@ -148,14 +149,19 @@ def apply_adapter(patient, folder: Path) -> None:
     set_factors(patient.model, read_factors(Path(folder)))
 
 
-def _row(home: Path, ledger: dict, entry: dict) -> dict:
+def _stock_base_model(home: Path, base: str) -> str | None:
+    return (read_config(adapter_path(home, base)) or {}).get("stock_base_model")
+
+
+def _row(home: Path, ledger: dict, entry: dict, stock_base_model: str | None = None) -> dict:
+    """`stock_base_model`: read from the base's adapter folder when not given."""
     info = entry.get("info", {})
     verified = info.get("verified")
     return {"id": entry["id"], "created": entry["created"], "layers": entry["layers"], "rank": entry["rank"],
             "method": info.get("method"), "status": {True: "verified", False: "unverified"}.get(verified, "unknown"),
             "base_model": ledger["bases"].get(entry["base"], {}).get("path"), "base_fingerprint": entry["base"],
             "adapter_path": str(adapter_path(home, entry["base"])),
-            "stock_base_model": (read_config(adapter_path(home, entry["base"])) or {}).get("stock_base_model")}
+            "stock_base_model": stock_base_model or _stock_base_model(home, entry["base"])}
 
 
 def _check_shapes(factors: dict, shapes: dict) -> None:
