@@ -13,14 +13,17 @@ import mlx.core as mx
 from mlx_lm.models import activations
 
 LOG2E = 1.4426950408889634
+ROUNDING = 12582912.0  # 1.5·2**23: adding it rounds a float32 of magnitude < 2**22 to an integer
 LN2_HI, LN2_LO = 0.693359375, -2.12194440e-4  # ln 2 split so k·LN2_HI is exact in float32
 EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1)
 
 
 def exp(z: mx.array) -> mx.array:
     """e**z for float32 `z` (saturating below e**-87 and above e**88, where 2**k leaves the normal floats)."""
-    z = mx.clip(z, -87.0, 88.0)
-    k = mx.floor(z * LOG2E + 0.5)
+    # MLX JIT-compiles fused CPU loops for plain SSE2: floor (a libm call) and clip (NaN branches)
+    # kept them scalar. Selects and round-to-nearest by adding 1.5·2**23 vectorise: 1.39 → 0.61 ms.
+    z = mx.where(z < -87.0, -87.0, mx.where(z > 88.0, 88.0, z))
+    k = (z * LOG2E + ROUNDING) - ROUNDING
     r = z - k * LN2_HI - k * LN2_LO
     p = EXP_POLY[0]
     for c in EXP_POLY[1:]:
