@@ -76,7 +76,9 @@ def _confirmed(patient, prompts: list[str], drafts: list[list[int]], limits: lis
     drafts = [list(d[:limit]) for d, limit in zip(drafts, limits)]
     rows = [i for i, d in enumerate(drafts) if d]
     out = [([], False) for _ in prompts]
-    predictions = forced_predictions(patient, [prompts[i] for i in rows], [drafts[i] for i in rows], batch_size=16)
+    # Batches of 8: measured on 14 rows of 24 draft tokens, a batch of 14 peaked 165 MB over the
+    # weights (two copies of its logits) and took 0.65 s; two batches peak 93 MB and take 0.56 s.
+    predictions = forced_predictions(patient, [prompts[i] for i in rows], [drafts[i] for i in rows], batch_size=8)
     for i, predicted in zip(rows, predictions):
         draft = drafts[i]
         wrong = np.flatnonzero(predicted != np.array(draft))
