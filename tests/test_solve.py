@@ -34,3 +34,40 @@ def test_stamp_lr_matches_stamp_on_low_rank_inputs():
     dense = solve.stamp_update(X, target, np.zeros_like(target), lam=1e-6)
     a, b = solve.stamp_lr_update(X, target, np.zeros_like(target), rank=8, lam=1e-6)
     assert np.allclose(X @ (a @ b), X @ dense, atol=1e-2 * np.abs(target).max())
+
+
+def _forget_and_retain(seed=4, n_f=4, n_r=300, d=80, d_out=40, r=8, noise=0.1):
+    """Forget rows, retain rows of numerical rank r (plus noise) and the forget rows' target shift."""
+    rng = np.random.default_rng(seed)
+    X_f = rng.standard_normal((n_f, d)).astype(np.float32)
+    X_r = _low_rank(n=n_r, d=d, r=r, seed=seed) + noise * rng.standard_normal((n_r, d)).astype(np.float32)
+    shift_f = rng.standard_normal((n_f, d_out)).astype(np.float32)
+    return X_f, X_r, shift_f
+
+
+def test_the_gram_form_of_stamp_is_stamp_with_the_retain_rows_held():
+    X_f, X_r, shift_f = _forget_and_retain()
+    X = np.concatenate([X_f, X_r])
+    shift = np.concatenate([shift_f, np.zeros((len(X_r), shift_f.shape[1]), np.float32)])
+    dense = solve.stamp_update(X, shift, np.zeros_like(shift), lam=1e-2)
+    from_gram = solve.stamp_update_gram(X_r.T @ X_r, X_f, shift_f, lam=1e-2)
+    assert np.allclose(from_gram, dense, atol=1e-3 * np.abs(dense).max())
+
+
+def test_top_eigenpairs_find_the_largest_of_a_psd_matrix():
+    X_f, X_r, _ = _forget_and_retain(r=10)
+    M = X_r.T @ X_r
+    V, values = solve.top_eigenpairs(M, rank=10)
+    exact = np.sort(np.linalg.eigvalsh(M.astype(np.float64)))[::-1][:10]
+    assert np.allclose(values, exact, rtol=1e-3)
+    assert np.allclose(V.T @ V, np.eye(10), atol=1e-4) and np.allclose(M @ V, V * values, atol=1e-2 * values[0])
+
+
+def test_the_gram_form_of_stamp_lr_matches_its_row_form():
+    X_f, X_r, shift_f = _forget_and_retain(noise=1e-3)  # rank ≈ 8 + 4: both forms are then exact
+    X = np.concatenate([X_f, X_r])
+    shift = np.concatenate([shift_f, np.zeros((len(X_r), shift_f.shape[1]), np.float32)])
+    a, b = solve.stamp_lr_update(X, shift, np.zeros_like(shift), rank=12, lam=1e-2)
+    a_g, b_g = solve.stamp_lr_update_gram(X_r.T @ X_r, X_f, shift_f, rank=12, lam=1e-2)
+    assert a_g.shape == (80, 12) and b_g.shape == (12, 40)
+    assert np.allclose(a_g @ b_g, a @ b, atol=1e-3 * np.abs(a @ b).max())

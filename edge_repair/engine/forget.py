@@ -273,6 +273,11 @@ def _forget(patient, request: ForgetRequest, retain_prompts: list[str], config: 
     layers = band(len(patient.layers), request.layers)
     if bank is None or any(l not in bank.rows for l in layers):
         bank = prepare(patient, retain_prompts, config, layers)
+    if request.method != "stamp-gated" and _literal_layer(request, layers) not in bank.down_stats:
+        # Once per model and layer, like the bank itself: not part of an edit's time.
+        layer = _literal_layer(request, layers)
+        with base_model(patient.model):
+            bank.down_stats[layer] = literal.down_stats(patient, bank.rows[layer], layer)
     start = time.perf_counter()
     prompts = probe_prompts(request.prompt, request.paraphrases)
     before = current_factors(patient.model)
@@ -309,13 +314,15 @@ def _forget(patient, request: ForgetRequest, retain_prompts: list[str], config: 
     limits = [config.verify_tokens] * len(prompts) + [NEIGHBOUR_TOKENS] * len(neighbours)
     drafts = [[] for _ in prompts] + [_ended(patient, r, NEIGHBOUR_TOKENS) for r in neighbour_replies]
     prepared = time.perf_counter()
-    solved = _solver(patient, request, prompts, negatives, layers, config, bank, about, stand_ins, wide.rows(avoided),
+    solved = _solver(patient, request, prompts, layers, config, bank, about, stand_ins, wide.rows(avoided),
                      {wide.prompts[i] for i in avoided})
     from_first_try = (config.follow_through == "always"
                       or (config.follow_through == "as needed" and request.scope == "subject"))
     shared = (follow_through.missing_factors(patient.model, bank, layers)
               if request.method == "stamp-gated" and from_first_try else {})
-    solve_seconds = time.perf_counter() - prepared + wide.input_seconds
+    # The wide subjects' pass is part of stamp-gated's solve (its near misses); the literal methods
+    # use it only to verify.
+    solve_seconds = time.perf_counter() - prepared + (wide.input_seconds if request.method == "stamp-gated" else 0.0)
     # Earlier edits' own cost on the guard text: this edit is judged on what it adds.
     change_before = _perplexity_change(patient, bank, _replay_layer(patient.model, bank)) if before else 0.0
     while tries < config.max_tries:
@@ -493,15 +500,21 @@ def _stand_ins(patient, bank: NegativeBank, subject: str | None) -> tuple[list[s
     return (*substitutes.split(ranked, NEAR_SUBJECTS, NEIGHBOURS), ranked)
 
 
-def _solver(patient, request, prompts, negatives, layers, config, bank, about, stand_ins, extra, covered):
+def _solver(patient, request, prompts, layers, config, bank, about, stand_ins, extra, covered):
     """(strength, rank, extra) -> factors for the requested method; the expensive capture happens once."""
     if request.method == "stamp-gated":
         return gated_edit(patient, prompts, request.subject, bank, layers, config, about, request.scope, stand_ins,
                           extra, covered)
-    layer = layers[len(layers) // 2] if request.layers == "auto" else layers[0]
+    layer = _literal_layer(request, layers)
     rank = (request.rank or 64) if request.method == "stamp-lr" else None
-    solve = literal.stamp_edit(patient, prompts, negatives[: config.negatives], layer, rank=rank)
+    with base_model(patient.model):
+        solve = literal.stamp_edit(patient, prompts, bank.down_stats[layer], layer, rank=rank)
     return lambda strength, _rank=1, _extra=None: solve(strength)
+
+
+def _literal_layer(request, layers: list[int]) -> int:
+    """The one layer the paper's recipe edits: the band's middle, or the first layer asked for."""
+    return layers[len(layers) // 2] if request.layers == "auto" else layers[0]
 
 
 def _rows(extra: dict | None) -> int:

@@ -1,55 +1,73 @@
 """The paper's recipe taken literally, for comparison: STAMP / STAMP-LR on down_proj at one layer.
 
 Forget rows (every forget-prompt token after the shared chat-template prefix) get the
-steering vector r_SV (Eq. 4) added to their MLP output; retain and reference rows keep theirs;
+steering vector r_SV (Eq. 4) added to their MLP output; the retain buffer's rows keep theirs;
 down_proj's update solves that by the ridge pseudoinverse (Eq. 8–9) or its low-rank form
 (Eq. 10–11). Measured on SmolLM2: too weak to forget at small strength, destructive at large.
+
+What the retain buffer and D_ref contribute does not depend on the forget pair, so it is computed
+once per model and layer (`down_stats`) from the negative bank's rows: an edit then captures only
+its own prompts, up to its layer.
 """
+
+from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
 
 from edge_repair import datasets
 from edge_repair.engine import solve
-from edge_repair.engine.capture import capture
+from edge_repair.engine.capture import capture, shared_prefix
 from edge_repair.engine.gated import silu
 from edge_repair.engine.lowrank import mlp_weights
 from edge_repair.engine.verify import chat_tokens
 
-
-def _shared_prefix(token_lists: list[list[int]]) -> int:
-    first = token_lists[0]
-    for i in range(min(len(t) for t in token_lists)):
-        if any(t[i] != first[i] for t in token_lists):
-            return i
-    return 0
+REFERENCES = 32  # refusal texts of D_ref (the paper uses 200)
 
 
-def stamp_edit(patient, prompts: list[str], retain_prompts: list[str], layer: int,
-               rank: int | None = None, lam: float = 1e-2, references: int = 32):
-    """Returns strength -> factors; the captures and the pseudoinverse are computed once."""
-    tok = patient.tokenizer
-    refs = datasets.refusals()[:references]
-    lists = [chat_tokens(tok, p) for p in prompts] + [chat_tokens(tok, p) for p in retain_prompts + refs]
-    skip = _shared_prefix(lists)
-    acts = capture(patient.model, lists, [layer])
-    gate_w, up_w, down_w = mlp_weights(patient.model, layer)
-    X = np.array(acts.mlp_in[layer])
-    H = silu(X @ gate_w.T) * (X @ up_w.T)              # down_proj's inputs
-    O = np.array(acts.mlp_out[layer])
-    n = len(prompts)
-    forget_rows = [r for i in range(n) for r in acts.rows(i)[skip:]]
-    ref_rows = [r for i in range(len(lists) - len(refs), len(lists)) for r in acts.rows(i)[skip:]]
-    keep_rows = [r for i in range(n, len(lists)) for r in acts.rows(i)]
-    r_sv = solve.steering_vector(O[ref_rows], O[forget_rows])
-    rows = forget_rows + keep_rows
-    shift = np.zeros((len(rows), O.shape[1]), np.float32)
-    shift[: len(forget_rows)] = r_sv
+@dataclass
+class DownStats:
+    gram: np.ndarray        # Hᵀ H of down_proj's inputs over the retain rows (d_ff, d_ff)
+    reference: np.ndarray   # mean MLP output over D_ref's tokens (d,): r_SV's first term
+    prefix: int             # chat-template tokens every prompt starts with (never forget rows)
+
+
+def down_inputs(X: np.ndarray, gate_w: np.ndarray, up_w: np.ndarray) -> np.ndarray:
+    """down_proj's inputs silu(x·W_gateᵀ)·(x·W_upᵀ) for MLP inputs X (n, d)."""
+    return silu(X @ gate_w.T) * (X @ up_w.T)
+
+
+def down_stats(patient, retain_rows: np.ndarray, layer: int, chunk: int = 2048) -> DownStats:
+    """The retain buffer's Gram at `layer` (from its cached MLP inputs, float16) and D_ref's mean output."""
+    gate_w, up_w, _ = mlp_weights(patient.model, layer)
+    gram = np.zeros((gate_w.shape[0], gate_w.shape[0]), np.float32)
+    for start in range(0, len(retain_rows), chunk):  # chunked: all rows' inputs at once would be ~90 MB
+        H = down_inputs(retain_rows[start:start + chunk].astype(np.float32), gate_w, up_w)
+        gram += H.T @ H
+    refs = [chat_tokens(patient.tokenizer, r) for r in datasets.refusals()[:REFERENCES]]
+    # The chat template's own tokens: what two unlike one-word prompts share (refusals share more, "I").
+    prefix = shared_prefix([chat_tokens(patient.tokenizer, w) for w in ("Hello", "Why")])
+    acts = capture(patient.model, refs, [layer], kinds=("mlp_out",))
+    out = np.array(acts.mlp_out[layer])
+    rows = [r for i in range(len(refs)) for r in acts.rows(i)[prefix:]]
+    return DownStats(gram, out[rows].mean(axis=0), prefix)
+
+
+def stamp_edit(patient, prompts: list[str], stats: DownStats, layer: int, rank: int | None = None,
+               lam: float = 1e-2):
+    """Returns strength -> factors; the capture and the solve happen once."""
+    lists = [chat_tokens(patient.tokenizer, p) for p in prompts]
+    acts = capture(patient.model, lists, [layer], kinds=("mlp_in", "mlp_out"))
+    gate_w, up_w, _ = mlp_weights(patient.model, layer)
+    rows = [r for i in range(len(lists)) for r in acts.rows(i)[stats.prefix:]]
+    H = down_inputs(np.array(acts.mlp_in[layer])[rows], gate_w, up_w)
+    r_sv = stats.reference - np.array(acts.mlp_out[layer])[rows].mean(axis=0)   # Eq. 4
+    shift = np.broadcast_to(r_sv, (len(rows), r_sv.size)).astype(np.float32)
     # The update is linear in the target shift, so solve once for unit strength and scale.
     if rank is None:
-        a = solve.stamp_update(H[rows], shift, np.zeros_like(shift), lam)   # dense (d_ff, d)
+        a = solve.stamp_update_gram(stats.gram, H, shift, lam)   # dense (d_ff, d)
         b = np.eye(a.shape[1], dtype=np.float32)
     else:
-        a, b = solve.stamp_lr_update(H[rows], shift, np.zeros_like(shift), rank, lam)
+        a, b = solve.stamp_lr_update_gram(stats.gram, H, shift, rank, lam)
     path = f"model.layers.{layer}.mlp.down_proj"
     return lambda strength: {path: (mx.array(a.astype(np.float32)), mx.array((strength * b).astype(np.float32)))}

@@ -47,6 +47,8 @@ class NegativeBank:
     guard_hidden: list[np.ndarray] = field(default_factory=list)
     # datasets.entities() as the model represents them (substitutes.py), one row each.
     entity_vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    # layer -> literal.DownStats, derived from `rows` at the first literal edit there (not stored).
+    down_stats: dict = field(default_factory=dict)
 
     def __post_init__(self):
         # Rows stay float16 in memory (half the RSS of a bank); a layer is widened when solved.

@@ -57,6 +57,40 @@ def stamp_lr_update(X: np.ndarray, target: np.ndarray, current: np.ndarray, rank
     return b_pinv, a_pinv @ (target - current)
 
 
+def stamp_update_gram(gram: np.ndarray, X_f: np.ndarray, shift_f: np.ndarray, lam: float) -> np.ndarray:
+    """Full STAMP when only the forget rows X_f move (by shift_f) and the retain rows stay put:
+    ΔW = (G + X_fᵀX_f + λI)⁻¹ X_fᵀ shift_f, with G the retain rows' Gram matrix, cached per model
+    (the retain rows' own term in XᵀΔ is zero). O(d³) whatever the number of retain rows."""
+    system = gram + X_f.T @ X_f
+    system[np.diag_indices_from(system)] += lam
+    return np.linalg.solve(system, X_f.T @ shift_f)
+
+
+def top_eigenpairs(M: np.ndarray, rank: int, power_iters: int = 2, oversample: int = 8,
+                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(V (d, r), eigenvalues (r,)): the top of the symmetric PSD matrix M by randomized subspace
+    iteration, O(d²·r); for M = XᵀX, V holds X's top right singular vectors and the values its σ²."""
+    d = len(M)
+    k = min(rank + oversample, d)
+    Q, _ = np.linalg.qr(M @ np.random.default_rng(seed).standard_normal((d, k)).astype(M.dtype, copy=False))
+    for _ in range(power_iters):
+        Q, _ = np.linalg.qr(M @ Q)
+    values, vectors = np.linalg.eigh(Q.T @ M @ Q)
+    order = np.argsort(values)[::-1][:rank]
+    values = values[order]
+    kept = values > max(values[0], 0) * 1e-12 if values.size else values.astype(bool)
+    return Q @ vectors[:, order[kept]], values[kept]
+
+
+def stamp_lr_update_gram(gram: np.ndarray, X_f: np.ndarray, shift_f: np.ndarray, rank: int,
+                         lam: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """STAMP-LR (Eq. 10–11) from the same cached Gram as stamp_update_gram: with X = [X_f; X_r] ≈ AB,
+    A = U_rS_r, B = V_rᵀ, B⁺ = V_r and A⁺(O′ − O) = (S_r² + λ)⁻¹ V_rᵀ X_fᵀ shift_f, since only the forget
+    rows move. The top r of XᵀX = G + X_fᵀX_f cost O(d²·r); the factors then O(r²d), no d×d solve."""
+    V, sigma2 = top_eigenpairs(gram + X_f.T @ X_f, rank)
+    return V, (V.T @ (X_f.T @ shift_f)) / (sigma2 + lam)[:, None]
+
+
 def steering_vector(reference_out: np.ndarray, forget_out: np.ndarray) -> np.ndarray:
     """r_SV = mean MLP_l over D_ref − mean MLP_l over D_f (Eq. 4)."""
     return reference_out.mean(axis=0) - forget_out.mean(axis=0)
