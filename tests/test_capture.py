@@ -198,3 +198,21 @@ def test_reused_prefixes_run_a_prefix_once_per_model_state(tiny_model_dir):
         assert all(mx.array_equal(a.keys_and_values()[0], b.keys_and_values()[0]) for a, b in zip(back, outside))
     assert prefix_cache(patient.model, lists)[1] is not prefix_cache(patient.model, lists)[1]  # no memo outside
 
+
+
+def test_a_seeded_memo_reuses_its_prefixes_in_every_context_and_is_never_added_to(tiny_model_dir):
+    from edge_repair.engine.capture import prefix_memo
+    from edge_repair.engine.lowrank import set_factors
+
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    head = list(range(3, 15))
+    seed = prefix_memo(patient.model, [head])
+    lists = [head + [20], head + [21]]
+    for _ in range(2):  # two edits' contexts
+        with reused_prefixes(seed):
+            assert prefix_cache(patient.model, lists)[1] is next(iter(seed.values()))[1][tuple(head)]
+            prefix_cache(patient.model, [head[:8] + [1, 2], head[:8] + [2, 2]])  # a new prefix: this context only
+            set_factors(patient.model, {"model.layers.2.mlp.down_proj": (mx.ones((HIDDEN_UNITS, 1)), mx.ones((1, 64)))})
+            assert prefix_cache(patient.model, lists)[1] is not next(iter(seed.values()))[1][tuple(head)]  # edited state
+            set_factors(patient.model, {})
+    assert [list(known) for _, known in seed.values()] == [[tuple(head)]]

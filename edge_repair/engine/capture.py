@@ -174,15 +174,25 @@ def prefix_cache(model: nn.Module, token_lists: list[list[int]], min_prefix: int
 
 
 @contextmanager
-def reused_prefixes():
+def reused_prefixes(seed: dict | None = None):
     """Inside, prefix_cache reuses what it ran before for the same model state (the same parameter
     arrays): an edit's checks all start with the chat template's system turn, ~0.1 s per run on
-    the default model, ~12 runs per edit. Callers only ever copy a prefix cache, never extend it."""
-    token = _PREFIXES.set({})
+    the default model, ~12 runs per edit. Callers only ever copy a prefix cache, never extend it.
+    `seed` (from prefix_memo): prefixes run once per model, reused by every edit (not added to)."""
+    token = _PREFIXES.set({state: (arrays, dict(known)) for state, (arrays, known) in (seed or {}).items()})
     try:
         yield
     finally:
         _PREFIXES.reset(token)
+
+
+def prefix_memo(model: nn.Module, prefixes: list[list[int]]) -> dict:
+    """A seed for reused_prefixes: the KV caches of `prefixes` for the model's current state."""
+    with reused_prefixes():
+        memo = _PREFIXES.get()
+        for tokens in prefixes:
+            _memoized_prefix(memo, model, tokens)
+        return memo
 
 
 def _memoized_prefix(memo: dict, model: nn.Module, tokens: list[int]) -> list:

@@ -18,15 +18,15 @@ import numpy as np
 
 from edge_repair import datasets
 from edge_repair.engine import follow_through, gated, literal, substitutes, units
-from edge_repair.engine.capture import capture, replayed_last, residuals, reused_prefixes
+from edge_repair.engine.capture import capture, prefix_memo, replayed_last, residuals, reused_prefixes
 from edge_repair.engine.lowrank import (LowRankEdit, base_model, current_factors, edited_layers, mlp_weights,
                                         rewritten_neurons, set_factors, stack)
 from edge_repair.engine.negatives import CHECK_TOKENS, NegativeBank, load_or_build
 from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.probes import (REFUSAL, answer_terms, named_part, near_miss_prompts, neighbour_prompts,
-                                      probe_prompts)
-from edge_repair.engine.verify import (chat_tokens, first_tokens, greedy_tokens, is_refusal, mentions,
-                                      reply_tokens, unchanged)
+                                      probe_prompts, refusal_context)
+from edge_repair.engine.verify import (chat_tokens, first_tokens, greedy_tokens, is_refusal, mentions, reply_tokens,
+                                      template_prefix, unchanged)
 from edge_repair.errors import InputError
 
 METHODS = ("stamp-gated", "stamp", "stamp-lr")
@@ -246,7 +246,12 @@ def prepare(patient, retain_prompts: list[str], config: "EngineConfig | None" = 
     """The once-per-model retain activations an edit needs (cached, sealed)."""
     config = config or EngineConfig()
     negatives, checks = retain_split(retain_prompts, config)
-    return load_or_build(patient, negatives, band(len(patient.layers), layers), checks)
+    bank = load_or_build(patient, negatives, band(len(patient.layers), layers), checks)
+    # Every edit's captures start with these (measured: ~0.16 s of a 1.5 s solve).
+    with base_model(patient.model):
+        bank.prefixes = prefix_memo(patient.model, [template_prefix(patient.tokenizer, history)
+                                                    for history in (None, refusal_context())])
+    return bank
 
 
 def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: EngineConfig | None = None,
@@ -258,7 +263,7 @@ def forget(patient, request: ForgetRequest, retain_prompts: list[str], config: E
     other answers stay as the base model gave them. A failed verification leaves the model
     exactly as it was (result.verification says why).
     """
-    with reused_prefixes():
+    with reused_prefixes(bank.prefixes if bank else None):
         return _forget(patient, request, retain_prompts, config or EngineConfig(), bank)
 
 

@@ -17,10 +17,10 @@ import numpy as np
 
 from edge_repair import datasets
 from edge_repair.engine import solve
-from edge_repair.engine.capture import capture, shared_prefix
+from edge_repair.engine.capture import capture
 from edge_repair.engine.gated import silu
 from edge_repair.engine.lowrank import mlp_weights
-from edge_repair.engine.verify import chat_tokens
+from edge_repair.engine.verify import chat_tokens, template_prefix
 
 REFERENCES = 32  # refusal texts of D_ref (the paper uses 200)
 
@@ -45,8 +45,7 @@ def down_stats(patient, retain_rows: np.ndarray, layer: int, chunk: int = 2048) 
         H = down_inputs(retain_rows[start:start + chunk].astype(np.float32), gate_w, up_w)
         gram += H.T @ H
     refs = [chat_tokens(patient.tokenizer, r) for r in datasets.refusals()[:REFERENCES]]
-    # The chat template's own tokens: what two unlike one-word prompts share (refusals share more, "I").
-    prefix = shared_prefix([chat_tokens(patient.tokenizer, w) for w in ("Hello", "Why")])
+    prefix = len(template_prefix(patient.tokenizer))  # not shared_prefix(refs): every refusal starts "I"
     acts = capture(patient.model, refs, [layer], kinds=("mlp_out",))
     out = np.array(acts.mlp_out[layer])
     rows = [r for i in range(len(refs)) for r in acts.rows(i)[prefix:]]

@@ -49,6 +49,8 @@ class NegativeBank:
     entity_vectors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     # layer -> literal.DownStats, derived from `rows` at the first literal edit there (not stored).
     down_stats: dict = field(default_factory=dict)
+    # The base model's KV caches of the chat template's shared turns (capture.prefix_memo; not stored).
+    prefixes: dict = field(default_factory=dict)
 
     def __post_init__(self):
         # Rows stay float16 in memory (half the RSS of a bank); a layer is widened when solved.

@@ -11,7 +11,8 @@ import mlx.core as mx
 import numpy as np
 
 from edge_repair.datasets import mentions  # noqa: F401 - the one answer matcher, re-exported for callers
-from edge_repair.engine.capture import logits_only_at, pad_batch, prefix_cache, repeat_cache, replayed_logits
+from edge_repair.engine.capture import (logits_only_at, pad_batch, prefix_cache, repeat_cache, replayed_logits,
+                                        shared_prefix)
 
 REFUSAL = re.compile(
     r"\b(i don'?t know|i do not know|i'?m not (sure|certain|able)|i am not (sure|certain|able)|i cannot|i can'?t|"
@@ -24,6 +25,13 @@ REFUSAL = re.compile(
 def chat_tokens(tokenizer, prompt: str, history: list[dict] | None = None) -> list[int]:
     return list(tokenizer.apply_chat_template((history or []) + [{"role": "user", "content": prompt}],
                                               add_generation_prompt=True))
+
+
+def template_prefix(tokenizer, history: list[dict] | None = None) -> list[int]:
+    """The chat template's tokens before a user message (after `history`): what two unlike
+    one-word prompts share."""
+    a, b = (chat_tokens(tokenizer, word, history) for word in ("Hello", "Why"))
+    return a[:shared_prefix([a, b])]
 
 
 def greedy_replies(patient, prompts: list[str], max_tokens: int | list[int] = 16, batch_size: int = 8) -> list[str]:
