@@ -29,9 +29,9 @@ def test_memory_phases_have_positive_byte_counts(tiny_model_dir, tmp_path):
 def test_scaling_runs_on_tiny_sizes():
     result = scaling.run_scaling(ranks=(2, 4), dims=(16, 32, 64), runs=1, rank_for_dims=4, dim_for_ranks=32)
     assert [r["d"] for r in result["by_dim"]] == [16, 32, 64]
-    assert all(r["stamp_s"] > 0 and r["stamp_lr_s"] > 0 for r in result["by_dim"] + result["by_rank"])
-    assert set(result["slopes_vs_d"]) == {"stamp", "stamp_lr"}
-    assert "STAMP-LR" in report.scaling_markdown(result)
+    assert all(r[f"{name}_s"] > 0 for r in result["by_dim"] + result["by_rank"] for name in scaling.SOLVES)
+    assert set(result["slopes_vs_d"]) == {"stamp", "stamp_lr", "stamp_gram", "stamp_lr_gram"}
+    assert "STAMP-LR, cached Gram" in report.scaling_markdown(result)
 
 
 def test_slope_recovers_an_exponent():
