@@ -54,7 +54,7 @@ class NegativeBank:
 
     def __post_init__(self):
         # Rows stay float16 in memory (half the RSS of a bank); a layer is widened when solved.
-        self.rows = {layer: rows.astype(np.float16) for layer, rows in self.rows.items()}
+        self.rows = {layer: rows.astype(np.float16, copy=False) for layer, rows in self.rows.items()}
         for layer in self.rows:
             if layer not in self.grams:
                 rows = self.rows[layer].astype(np.float32)
