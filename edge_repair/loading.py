@@ -157,11 +157,16 @@ def check_architecture(model: nn.Module) -> None:
 
 
 def to_float32(model: nn.Module) -> None:
-    """Dequantize every quantized layer and cast to f32: on CPU-only MLX that is what uses BLAS."""
+    """Dequantize every quantized layer and cast to f32: on CPU-only MLX that is what uses BLAS.
+
+    The layers alternate between two CPU streams: MLX's CPU dequantize runs on one core."""
     from mlx.utils import tree_map
     from mlx_lm.utils import dequantize_model
 
-    dequantize_model(model)
-    model.update(tree_map(lambda a: a.astype(mx.float32) if mx.issubdtype(a.dtype, mx.floating) else a,
-                          model.parameters()))
+    widened = lambda a: a.astype(mx.float32) if mx.issubdtype(a.dtype, mx.floating) and a.dtype != mx.float32 else a
+    streams = [mx.default_stream(mx.cpu), mx.new_stream(mx.cpu)]
+    for i, part in enumerate([*model.layers, model]):  # the whole model last: what the layers leave
+        with mx.stream(streams[i % 2]):
+            dequantize_model(part)
+            part.update(tree_map(widened, part.parameters()))
     mx.eval(model.parameters())
