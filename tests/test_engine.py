@@ -485,3 +485,33 @@ def test_bank_scores_stay_in_the_rows_precision():
     rows, key = rng.normal(size=(50, 16)).astype(np.float32), rng.normal(size=16)
     got = scores(rows, key)
     assert got.dtype == np.float32 and np.allclose(got, rows.astype(np.float64) @ key, rtol=1e-5, atol=1e-5)
+
+
+def test_literal_stamp_from_cached_stats_steers_the_forget_tokens_and_holds_the_retain_buffer(tiny_model_dir):
+    from edge_repair.engine import literal
+    from edge_repair.engine.capture import capture
+    from edge_repair.engine.lowrank import mlp_weights
+    from edge_repair.engine.verify import chat_tokens
+
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    tok, layer = patient.tokenizer, 2
+    retain = [chat_tokens(tok, "Name a fruit.")]  # with the forget rows, fewer rows than neurons: exact fits
+    X_r = np.array(capture(patient.model, retain, [layer], kinds=("mlp_in",)).mlp_in[layer]).astype(np.float16)
+    stats = literal.down_stats(patient, X_r, layer)
+    gate_w, up_w, _ = mlp_weights(patient.model, layer)
+    H_r = literal.down_inputs(X_r.astype(np.float32), gate_w, up_w)
+    assert np.allclose(stats.gram, H_r.T @ H_r, rtol=1e-4, atol=1e-4)  # chunking changes nothing
+
+    prompt = ["What is the capital of France?"]
+    acts = capture(patient.model, [chat_tokens(tok, prompt[0])], [layer], kinds=("mlp_in", "mlp_out"))
+    H_f = literal.down_inputs(np.array(acts.mlp_in[layer])[stats.prefix:], gate_w, up_w)
+    r_sv = solve.steering_vector(stats.reference[None], np.array(acts.mlp_out[layer])[stats.prefix:])
+    effects = []
+    for rank in (None, len(H_f) + len(H_r)):  # STAMP-LR at a rank covering every row is STAMP
+        (a, b), = literal.stamp_edit(patient, prompt, stats, layer, rank=rank)(2.0).values()
+        delta = np.array(a) @ np.array(b)
+        moved, held = H_f @ delta, H_r @ delta
+        assert np.allclose(moved, 2.0 * r_sv, atol=0.1 * np.abs(2.0 * r_sv).max())  # strength 2 × r_SV, up to the ridge
+        assert np.abs(held).max() < 0.1 * np.abs(moved).max()
+        effects.append(moved)
+    assert np.allclose(*effects, atol=0.05 * np.abs(r_sv).max())

@@ -60,7 +60,7 @@ def stamp_edit(patient, prompts: list[str], stats: DownStats, layer: int, rank: 
     gate_w, up_w, _ = mlp_weights(patient.model, layer)
     rows = [r for i in range(len(lists)) for r in acts.rows(i)[stats.prefix:]]
     H = down_inputs(np.array(acts.mlp_in[layer])[rows], gate_w, up_w)
-    r_sv = stats.reference - np.array(acts.mlp_out[layer])[rows].mean(axis=0)   # Eq. 4
+    r_sv = solve.steering_vector(stats.reference[None], np.array(acts.mlp_out[layer])[rows])   # Eq. 4
     shift = np.broadcast_to(r_sv, (len(rows), r_sv.size)).astype(np.float32)
     # The update is linear in the target shift, so solve once for unit strength and scale.
     if rank is None:
