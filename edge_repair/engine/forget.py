@@ -278,11 +278,10 @@ def _forget(patient, request: ForgetRequest, retain_prompts: list[str], config: 
     layers = band(len(patient.layers), request.layers)
     if bank is None or any(l not in bank.rows for l in layers):
         bank = prepare(patient, retain_prompts, config, layers)
-    if request.method != "stamp-gated" and _literal_layer(request, layers) not in bank.down_stats:
-        # Once per model and layer, like the bank itself: not part of an edit's time.
-        layer = _literal_layer(request, layers)
-        with base_model(patient.model):
-            bank.down_stats[layer] = literal.down_stats(patient, bank.rows[layer], layer)
+    literal_layer = _literal_layer(request, layers) if request.method != "stamp-gated" else None
+    if literal_layer is not None and literal_layer not in bank.down_stats:
+        with base_model(patient.model):  # once per model and layer, like the bank: not an edit's time
+            bank.down_stats[literal_layer] = literal.down_stats(patient, bank.rows[literal_layer], literal_layer)
     start = time.perf_counter()
     prompts = probe_prompts(request.prompt, request.paraphrases)
     before = current_factors(patient.model)
