@@ -112,15 +112,23 @@ def first_tokens(patient, prompts: list[str], replay: tuple[int, list] | None = 
     predicted = []
     for start in range(0, len(lists), batch_size):
         chunk = [t[n:] for t in lists[start:start + batch_size]]
-        caches = repeat_cache(cache, len(chunk)) if cache else None
-        with logits_only_at(patient.model, mx.array([[len(t) - 1] for t in chunk])):
-            if replay is None:
-                logits = patient.model(pad_batch(chunk), cache=caches)
-            else:
-                hidden = [mx.array(h[n:]) for h in replay[1][start:start + batch_size]]
-                logits = replayed_logits(patient.model, replay[0], hidden, caches)
-        predicted += np.array(mx.argmax(logits[:, 0], axis=-1)).tolist()
+        rows = _greedy_at(patient, chunk, [[len(t) - 1] for t in chunk], n, cache, replay, start)
+        predicted += rows[:, 0].tolist()
     return predicted
+
+
+def _greedy_at(patient, chunk: list[list[int]], positions: list[list[int]], n: int, cache: list | None,
+               replay: tuple[int, list] | None, start: int) -> np.ndarray:
+    """One batch's argmax tokens (rows, positions) at `positions` of each token list after the
+    n-token shared prefix (`cache`); with `replay`, from the stored residuals of rows start… ."""
+    caches = repeat_cache(cache, len(chunk)) if cache else None
+    with logits_only_at(patient.model, mx.array(positions)):
+        if replay is None:
+            logits = patient.model(pad_batch(chunk), cache=caches)
+        else:
+            hidden = [mx.array(h[n:]) for h in replay[1][start:start + len(chunk)]]
+            logits = replayed_logits(patient.model, replay[0], hidden, caches)
+    return np.array(mx.argmax(logits, axis=-1))
 
 
 def reply_tokens(tokenizer, reply: str) -> list[int]:
@@ -152,16 +160,8 @@ def forced_predictions(patient, prompts: list[str], replies: list[list[int]], ba
         batch = replies[start:start + batch_size]
         # Only the positions that predict reply tokens: the one before each reply token.
         width = max(len(r) for r in batch)
-        positions = mx.array([[len(seq) - len(r) - 1 + min(i, len(r) - 1) for i in range(width)]
-                              for seq, r in zip(chunk, batch)])
-        caches = repeat_cache(cache, len(chunk)) if cache else None
-        with logits_only_at(patient.model, positions):
-            if replay is None:
-                logits = patient.model(pad_batch(chunk), cache=caches)
-            else:
-                hidden = [mx.array(h[n:]) for h in replay[1][start:start + batch_size]]
-                logits = replayed_logits(patient.model, replay[0], hidden, caches)
-        predicted = np.array(mx.argmax(logits, axis=-1))
+        positions = [[len(seq) - len(r) - 1 + min(i, len(r) - 1) for i in range(width)] for seq, r in zip(chunk, batch)]
+        predicted = _greedy_at(patient, chunk, positions, n, cache, replay, start)
         predictions += [predicted[row, :len(r)] for row, r in enumerate(batch)]
     return predictions
 
