@@ -149,19 +149,30 @@ def test_replaying_the_upper_blocks_after_a_shared_prefix_matches_running_them_a
     set_factors(patient.model, {})
 
 
-def test_replayed_last_inputs_and_tokens_match_a_full_run(tiny_model_dir):
-    from edge_repair.engine.capture import replayed_last, residuals
+def test_last_tokens_inputs_and_replay_rows_match_full_runs(tiny_model_dir):
+    import numpy as np
+
+    from edge_repair.engine.capture import last_tokens, residuals
+    from edge_repair.engine.lowrank import set_factors
     from edge_repair.engine.verify import chat_tokens
 
     patient = load_patient(str(tiny_model_dir), compute="f32")
-    prompts = ["What is the capital of Peru?", "Who wrote Hamlet, then?", "What is the capital of Chad?"]
+    prompts = ["What is the capital of Peru?", "What is the capital of Chad, then?", "What is the capital of Mali?"]
     lists = [chat_tokens(patient.tokenizer, p) for p in prompts]
     full = capture(patient.model, lists, [2, 3], kinds=("mlp_in",), positions=[-1]).mlp_in
-    inputs, tokens = replayed_last(patient.model, 2, lists, residuals(patient.model, lists, 2), [2, 3], batch_size=2)
+    ran = last_tokens(patient.model, lists, [2, 3], replay_from=2, batch_size=2)
     for layer in (2, 3):
-        assert inputs[layer].shape == full[layer].shape
-        assert mx.allclose(inputs[layer], full[layer], atol=1e-4)
-    assert tokens == first_tokens(patient, prompts)
+        assert ran.inputs[layer].shape == full[layer].shape
+        assert mx.allclose(ran.inputs[layer], full[layer], atol=1e-4)
+    assert ran.predicted == first_tokens(patient, prompts)
+    assert ran.skipped >= 8 and not last_tokens(patient.model, lists, [3]).hidden
+    for mine, every in zip(ran.hidden, residuals(patient.model, lists, 2)):  # the rows after the shared prefix
+        assert mx.allclose(mine, every[ran.skipped:], atol=1e-5)
+    rng = np.random.default_rng(1)  # an edit above the replay layer: replaying from the kept rows is exact
+    set_factors(patient.model, {"model.layers.2.mlp.down_proj": (mx.array(rng.normal(size=(HIDDEN_UNITS, 2)), mx.float32),
+                                                                 mx.array(rng.normal(size=(2, 64)), mx.float32))})
+    assert first_tokens(patient, prompts, replay=(2, ran.hidden, ran.skipped)) == first_tokens(patient, prompts)
+    set_factors(patient.model, {})
     assert type(patient.model.layers[3]).__name__ == "TransformerBlock" and not hasattr(patient.model.layers[3].mlp, "_record")
 
 

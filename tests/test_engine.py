@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edge_repair.engine import gated, solve
-from edge_repair.engine.lowrank import set_factors
+from edge_repair.engine.lowrank import neuron_weights, set_factors
 from edge_repair.engine.probes import answer_terms, named_part, near_miss_prompts, neighbour_prompts, probe_prompts
 from edge_repair.loading import load_patient
 from tests.tiny import HIDDEN_UNITS
@@ -62,7 +62,7 @@ def test_neuron_factors_rewrite_exactly_one_neuron(tiny_model_dir):
     mlp = patient.model.layers[1].mlp
     W = [np.array(getattr(mlp, n).weight) for n in ("gate_proj", "up_proj", "down_proj")]
     unit = gated.Unit(rng.normal(size=64), rng.normal(size=64), rng.normal(size=64), 1.0)
-    factors = gated.neuron_factors(unit, 5, *W)
+    factors = gated.neuron_factors(unit, 5, neuron_weights(patient.model, 1, 5))
     set_factors(patient.model, {f"model.layers.1.mlp.{k}": (mx.array(a), mx.array(b)) for k, (a, b) in factors.items()})
     x = mx.array(rng.normal(size=(3, 64)).astype(np.float32))
     gate = np.array(mlp.gate_proj(x))
@@ -214,6 +214,9 @@ def test_bank_without_a_prompt_drops_its_rows_and_gram():
     kept, gram = bank.without([1], 3)
     stored = rows.astype(np.float16).astype(np.float32)  # rows are held as float16
     assert np.allclose(kept, stored[[0, 1, 5, 6, 7, 8]]) and np.allclose(gram, kept.T @ kept, atol=1e-5)
+    for dropped, left in (([0, 2, 2], [2, 3, 4]), ([], list(range(9))), ([0, 1, 2], [])):
+        kept, gram = bank.without(dropped, 3)
+        assert np.array_equal(kept, stored[left]) and np.allclose(gram, kept.T @ kept, atol=1e-5)
     again = NegativeBank.from_bytes(bank.to_bytes())
     assert again.lengths == [2, 3, 4] and again.check_replies == [[1, 2], [3]]
     assert again.guard_tokens == [[5, 6, 7]] and again.guard_perplexity == 12.5
@@ -300,7 +303,7 @@ def test_follow_through_is_added_only_where_the_model_lacks_it(tiny_model_dir, t
     set_factors(patient.model, {k: v for k, v in first.items() if ".1." in k})
     assert sorted(follow_through.missing_factors(patient.model, bank, [1, 2])) == \
         [k for k in sorted(first) if ".2." in k]
-    assert follow_through.neurons(bank, 1) <= rewritten_neurons(patient.model, 1)
+    assert follow_through.neurons(bank, 1) <= rewritten_neurons(patient.model)[1]
 
 
 def test_a_failed_try_adapts_rank_for_drift_and_strength_for_a_weak_unit():
@@ -374,13 +377,16 @@ def test_a_reworded_neighbour_answer_is_kept_a_refusal_is_not(monkeypatch):
 
 def test_wide_neighbours_count_only_new_refusal_openings(tiny_model_dir, monkeypatch):
     """A subject counts when its reply now opens like the refusal and did not open so before."""
+    from dataclasses import replace
+
     from edge_repair.engine import forget
     from edge_repair.engine.verify import reply_tokens
 
     patient = load_patient(str(tiny_model_dir), compute="f32")
     opener = reply_tokens(patient.tokenizer, forget.REFUSAL)[0]
-    answers = iter([[5, opener, 7, 8], [opener, opener, 7, 9]])  # base, then after an edit
-    monkeypatch.setattr(forget, "first_tokens", lambda patient, prompts, replay=None: next(answers))
+    real = forget.last_tokens  # the base model's first tokens, then after an edit:
+    monkeypatch.setattr(forget, "last_tokens", lambda *a, **k: replace(real(*a, **k), predicted=[5, opener, 7, 8]))
+    monkeypatch.setattr(forget, "first_tokens", lambda patient, prompts, replay=None: [opener, opener, 7, 9])
     wide = forget._WideNeighbours(patient, ["q1", "q2", "q3", "q4"], [0, 1])  # from layer 0: no replay
     assert wide.newly_refusing() == [0]  # q2 refused before the edit too; q4 changed but does not refuse
     assert forget._WideNeighbours(patient, [], [1]).newly_refusing() == []

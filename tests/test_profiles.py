@@ -1,5 +1,3 @@
-import mlx.core as mx
-import numpy as np
 import pytest
 
 from edge_repair.bench import profiles, training

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
 from mlx.utils import tree_flatten
 from mlx_lm.models.cache import BatchKVCache, KVCache, make_prompt_cache
 
@@ -81,6 +80,16 @@ class Activations:
     mlp_out: dict[int, mx.array]
     resid: dict[int, mx.array]
     lengths: list[int]
+
+    def split(self, k: int) -> tuple["Activations", "Activations"]:
+        """(the first k prompts' activations, the rest's)."""
+        cut = sum(self.lengths[:k])
+        parts = [{kind: {l: a[:cut] for l, a in per.items()} for kind, per in self._kinds().items()},
+                 {kind: {l: a[cut:] for l, a in per.items()} for kind, per in self._kinds().items()}]
+        return (Activations(**parts[0], lengths=self.lengths[:k]), Activations(**parts[1], lengths=self.lengths[k:]))
+
+    def _kinds(self) -> dict:
+        return {"mlp_in": self.mlp_in, "mlp_out": self.mlp_out, "resid": self.resid}
 
     def rows(self, prompt: int, positions: slice | list[int] | None = None) -> list[int]:
         """Row indices of prompt `prompt`'s tokens (all, or the given positions, negatives from the end)."""
@@ -319,28 +328,43 @@ def replayed_logits(model: nn.Module, layer: int, hidden: list[mx.array], cache:
         return model(tokens, cache=cache)
 
 
-def replayed_last(model: nn.Module, layer: int, token_lists: list[list[int]], hidden: list[mx.array],
-                  layers: list[int], batch_size: int = 32) -> tuple[dict[int, mx.array], list[int]]:
-    """From each token list's residuals entering `layer` (`hidden`, every token; see
-    replayed_logits): per layer of `layers` (all ≥ `layer`) the MLP input at its last token, and
-    the greedy next token there. Only the blocks from `layer` up run, after the shared prefix's
-    KV cache, and the output head only at the last tokens."""
+@dataclass
+class LastTokens:
+    """What one pass over a batch of token lists gives at each list's last token (see last_tokens)."""
+
+    inputs: dict[int, mx.array]   # layer -> (n_lists, d) MLP inputs at the last token
+    predicted: list[int]          # the greedy next token after each list
+    hidden: list[mx.array]        # per list: the residual entering the replay layer, tokens after the prefix
+    skipped: int                  # the shared prefix's length (the tokens `hidden` leaves out)
+
+
+def last_tokens(model: nn.Module, token_lists: list[list[int]], layers: list[int], replay_from: int = 0,
+                batch_size: int = 32) -> LastTokens:
+    """Per layer of `layers` the MLP input at each list's last token and the greedy next token
+    there, one pass per batch after the shared prefix's KV cache (the output head only at the
+    last tokens). With `replay_from` ≥ 1, also the residual entering that block at every token
+    after the prefix: later passes of the same lists can start there (replay=(replay_from,
+    hidden, skipped) in verify.first_tokens) while nothing below it changes."""
     n, cache = prefix_cache(model, token_lists)
-    rows, predicted, order = {l: [] for l in layers}, [], []
+    taps = sorted(set(layers) | ({replay_from - 1} if replay_from else set()))
+    rows, predicted = {l: [None] * len(token_lists) for l in layers}, [0] * len(token_lists)
+    hidden = [None] * len(token_lists) if replay_from else []
     for batch in _by_length(token_lists, batch_size):
-        chunk = [hidden[i][n:] for i in batch]
-        last = mx.array([len(h) - 1 for h in chunk])
+        chunk = [token_lists[i][n:] for i in batch]
+        last = mx.array([len(t) - 1 for t in chunk])
         record: dict = {}
-        with _replaying(model, layer, chunk) as tokens, _tapped(model, layers, record, stop=False), \
-                logits_only_at(model, last[:, None]):
-            logits = model(tokens, cache=repeat_cache(cache, len(chunk)) if cache else None)
-        predicted += mx.argmax(logits[:, 0], axis=-1).tolist()
-        order += batch
-        for l in layers:
-            rows[l].append(record["mlp_in"][l][mx.arange(len(chunk)), last])
-    back = mx.array(np.argsort(order))  # rows back in the lists' order
-    return ({l: mx.concatenate(r).astype(mx.float32)[back] for l, r in rows.items()},
-            [predicted[i] for i in back.tolist()])
+        with _tapped(model, taps, record, stop=False), logits_only_at(model, last[:, None]):
+            logits = model(pad_batch(chunk), cache=repeat_cache(cache, len(chunk)) if cache else None)
+        at_last = {l: record["mlp_in"][l][mx.arange(len(chunk)), last].astype(mx.float32) for l in layers}
+        tokens = mx.argmax(logits[:, 0], axis=-1)
+        mx.eval(at_last, tokens, record["resid"][replay_from - 1] if replay_from else [])
+        for row, (i, t, token) in enumerate(zip(batch, chunk, tokens.tolist())):
+            predicted[i] = token
+            for l in layers:
+                rows[l][i] = at_last[l][row]
+            if replay_from:
+                hidden[i] = record["resid"][replay_from - 1][row, : len(t)]
+    return LastTokens({l: mx.stack(r) for l, r in rows.items()}, predicted, hidden, n)
 
 
 @contextmanager

@@ -23,7 +23,7 @@ import mlx.core as mx
 
 from edge_repair import datasets
 from edge_repair.engine import gated, units
-from edge_repair.engine.lowrank import mlp_weights, rewritten_neurons
+from edge_repair.engine.lowrank import neuron_weights, rewritten_neurons
 from edge_repair.engine.probes import REFUSAL
 from edge_repair.engine.verify import reply_tokens
 
@@ -51,13 +51,13 @@ def missing_factors(model, bank, layers: list[int]) -> dict:
 
     The follow-through's neuron is never given to an edit, so it is rewritten exactly when the
     follow-through is active."""
-    parts = {}
+    parts, rewritten = {}, rewritten_neurons(model)
     for layer in layers:
         if layer not in bank.follow_through:
             continue
         unit, neuron = bank.follow_through[layer]
-        if neuron in rewritten_neurons(model, layer):
+        if neuron in rewritten.get(layer, ()):
             continue
-        for name, (a, b) in gated.neuron_factors(unit, neuron, *mlp_weights(model, layer)).items():
+        for name, (a, b) in gated.neuron_factors(unit, neuron, neuron_weights(model, layer, neuron)).items():
             parts[f"model.layers.{layer}.mlp.{name}"] = (mx.array(a), mx.array(b))
     return parts

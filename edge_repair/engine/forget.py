@@ -18,8 +18,8 @@ import numpy as np
 
 from edge_repair import datasets
 from edge_repair.engine import follow_through, gated, literal, substitutes, units
-from edge_repair.engine.capture import capture, prefix_memo, replayed_last, residuals, reused_prefixes
-from edge_repair.engine.lowrank import (LowRankEdit, base_model, current_factors, edited_layers, mlp_weights,
+from edge_repair.engine.capture import last_tokens, prefix_memo, reused_prefixes
+from edge_repair.engine.lowrank import (LowRankEdit, base_model, current_factors, edited_layers, neuron_weights,
                                         rewritten_neurons, set_factors, stack)
 from edge_repair.engine.negatives import CHECK_TOKENS, NegativeBank, load_or_build
 from edge_repair.engine.quality import token_perplexity
@@ -198,14 +198,13 @@ def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeB
     # Designed against the base model, like the bank: earlier edits' units must not leak into
     # this edit's keys and targets (stacked units would then chase each other).
     with base_model(model):
-        answer = units.refusal_captures(model, tok, prompts, layers)
-        X_near = (capture(model, [chat_tokens(tok, p) for p in near], layers, batch_size=16,
-                          kinds=("mlp_in",), positions=[-1]).mlp_in if near
-                  else {l: mx.zeros((0, bank.rows[l].shape[1])) for l in layers})
-    taken = {l: rewritten_neurons(model, l) | follow_through.neurons(bank, l) for l in layers}
+        plain, near_inputs = units.plain_captures(model, tok, prompts + near, layers).split(len(prompts))
+        answer = plain, units.refusing_captures(model, tok, prompts, layers)
+    X_near = near_inputs.mlp_in if near else {l: mx.zeros((0, bank.rows[l].shape[1])) for l in layers}
+    rewritten = rewritten_neurons(model)
+    taken = {l: rewritten.get(l, set()) | follow_through.neurons(bank, l) for l in layers}
     solve = {"bank": bank, "taken": taken, "near": X_near, "excluded": excluded, "ridge": config.ridge,
              "blind": config.blind, "threshold": config.threshold, "rounds": config.key_rounds}
-    weights = {l: mlp_weights(model, l) for l in layers}
     captured, solved = {1: answer}, {}
 
     def layer_units(rank: int, extra: dict | None) -> list:
@@ -228,7 +227,8 @@ def gated_edit(patient, prompts: list[str], subject: str | None, bank: NegativeB
         for layer, unit, neuron in solved[key]:
             scaled = gated.Unit(unit.gate, unit.up, unit.down * strength, unit.margin)
             parts.append({f"model.layers.{layer}.mlp.{name}": (mx.array(a), mx.array(b))
-                          for name, (a, b) in gated.neuron_factors(scaled, neuron, *weights[layer]).items()})
+                          for name, (a, b) in gated.neuron_factors(scaled, neuron,
+                                                                   neuron_weights(model, layer, neuron)).items()})
         return stack(parts)
 
     return factors
@@ -407,32 +407,29 @@ class _WideNeighbours:
 
     Only the reply's first token is compared (a refusal opens with the refusal's first token): one
     forward pass for all of them. The base model's residuals entering the edited band are kept, so
-    the inputs and each try's check run only the band (measured: 64 prompts ~0.4 s instead of ~1 s
-    on a 2-core CPU)."""
+    each try's check runs only the band (measured: 64 prompts ~0.4 s instead of ~1 s on a 2-core
+    CPU)."""
 
     def __init__(self, patient, prompts: list[str], layers: list[int]):
         self.patient, self.prompts, self.layers = patient, prompts, layers
         self.opener = reply_tokens(patient.tokenizer, REFUSAL)[0]
-        self.base, self._hidden, self._inputs, self.input_seconds = [], None, {}, 0.0
+        self.base, self._pass, self._inputs, self.input_seconds = [], None, {}, 0.0
         if not prompts:
             return
-        model, lists = patient.model, [chat_tokens(patient.tokenizer, p) for p in prompts]
         start = time.perf_counter()
-        with base_model(model):
-            if layers[0]:
-                self._hidden = residuals(model, lists, layers[0], batch_size=32)
-                inputs, self.base = replayed_last(model, layers[0], lists, self._hidden, layers)
-            else:
-                inputs = capture(model, lists, layers, batch_size=16, kinds=("mlp_in",), positions=[-1]).mlp_in
-                self.base = first_tokens(patient, prompts)
-            self._inputs = {l: np.array(inputs[l]) for l in layers}
+        with base_model(patient.model):
+            self._pass = last_tokens(patient.model, [chat_tokens(patient.tokenizer, p) for p in prompts], layers,
+                                     replay_from=layers[0])
+        self.base = self._pass.predicted
+        self._inputs = {l: np.array(self._pass.inputs[l]) for l in layers}
         self.input_seconds = time.perf_counter() - start  # part of the solve: its near misses
 
-    def _replay(self) -> tuple[int, list] | None:
-        """(layer, residuals) while no active edit lies below the band, else None (run every block)."""
-        if self._hidden is None or not _unedited_below(self.patient.model, self.layers[0]):
+    def _replay(self) -> tuple | None:
+        """(layer, residuals, prefix length) while no active edit lies below the band, else None
+        (run every block)."""
+        if not self.layers[0] or not _unedited_below(self.patient.model, self.layers[0]):
             return None
-        return self.layers[0], self._hidden
+        return self.layers[0], self._pass.hidden, self._pass.skipped
 
     def newly_refusing(self) -> list[int]:
         """Indices of prompts whose reply now opens like a refusal and did not on the base model."""

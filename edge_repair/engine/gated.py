@@ -134,12 +134,13 @@ def least_used_neuron(contribution: np.ndarray, taken: set[int]) -> int:
     return int(np.argmin(contribution))
 
 
-def neuron_factors(unit: Unit, neuron: int, gate_w: np.ndarray, up_w: np.ndarray, down_w: np.ndarray):
-    """Rank-1 factors that overwrite neuron `neuron` with `unit` in gate/up/down (x @ a @ b form)."""
-    one_hot = np.zeros((1, gate_w.shape[0]), np.float32)
+def neuron_factors(unit: Unit, neuron: int, base) -> dict:
+    """Rank-1 factors that overwrite neuron `neuron` with `unit` in gate/up/down (x @ a @ b form);
+    `base`: the neuron's own weights (lowrank.NeuronWeights)."""
+    one_hot = np.zeros((1, base.width), np.float32)
     one_hot[0, neuron] = 1.0
     return {
-        "gate_proj": ((unit.gate - gate_w[neuron])[:, None].astype(np.float32), one_hot),
-        "up_proj": ((unit.up - up_w[neuron])[:, None].astype(np.float32), one_hot),
-        "down_proj": (one_hot.T.copy(), (unit.down - down_w[:, neuron])[None, :].astype(np.float32)),
+        "gate_proj": ((unit.gate - base.gate)[:, None].astype(np.float32), one_hot),
+        "up_proj": ((unit.up - base.up)[:, None].astype(np.float32), one_hot),
+        "down_proj": (one_hot.T.copy(), (unit.down - base.down)[None, :].astype(np.float32)),
     }

@@ -81,6 +81,26 @@ def edited_layers(model: nn.Module) -> set[int]:
 
 def mlp_weights(model: nn.Module, layer: int):
     """Base gate, up, down weights of one MLP as float32 numpy arrays (dequantized if needed)."""
+    return tuple(np.array(w) for w in _base_mlp(model, layer))
+
+
+@dataclass
+class NeuronWeights:
+    """One intermediate neuron's base weights: its gate and up rows, its down column."""
+
+    gate: np.ndarray   # (d,)
+    up: np.ndarray     # (d,)
+    down: np.ndarray   # (d_out,)
+    width: int         # the MLP's intermediate size
+
+
+def neuron_weights(model: nn.Module, layer: int, neuron: int) -> NeuronWeights:
+    """What a unit rewriting `neuron` replaces (copying only it: the whole MLP is ~10 MB)."""
+    gate, up, down = _base_mlp(model, layer)
+    return NeuronWeights(np.array(gate[neuron]), np.array(up[neuron]), np.array(down[:, neuron]), gate.shape[0])
+
+
+def _base_mlp(model: nn.Module, layer: int) -> list[mx.array]:
     mlp = model.layers[layer].mlp
     out = []
     for name in ("gate_proj", "up_proj", "down_proj"):
@@ -88,16 +108,14 @@ def mlp_weights(model: nn.Module, layer: int):
         w = linear.weight
         if isinstance(linear, nn.QuantizedLinear):
             w = mx.dequantize(w, linear.scales, linear.biases, linear.group_size, linear.bits)
-        out.append(np.array(w.astype(mx.float32)))
-    return tuple(out)
+        out.append(w.astype(mx.float32))
+    return out
 
 
-def rewritten_neurons(model: nn.Module, layer: int) -> set[int]:
-    """Neurons of `layer` that active gated units have rewritten (their one-hot rows in gate_proj's b)."""
-    factors = current_factors(model).get(f"model.layers.{layer}.mlp.gate_proj")
-    if factors is None:
-        return set()
-    return {int(j) for j in np.flatnonzero(np.abs(np.array(factors[1])).sum(axis=0))}
+def rewritten_neurons(model: nn.Module) -> dict[int, set[int]]:
+    """Per edited layer, the neurons active gated units have rewritten (their one-hot rows in gate_proj's b)."""
+    return {int(path.split(".layers.")[1].split(".")[0]): {int(j) for j in np.flatnonzero(np.abs(np.array(b)).sum(axis=0))}
+            for path, (_, b) in current_factors(model).items() if path.endswith(".mlp.gate_proj")}
 
 
 @contextmanager

@@ -62,13 +62,21 @@ class NegativeBank:
 
     def without(self, prompts: list[int], layer: int) -> tuple[np.ndarray, np.ndarray]:
         """(float32 rows, Gram) of `layer` leaving out the given prompts (e.g. ones about the forget subject)."""
-        rows, gram = self.rows[layer].astype(np.float32), self.grams[layer]
-        if not prompts:
-            return rows, gram
+        half, gram = self.rows[layer], self.grams[layer]
         starts = np.r_[0, np.cumsum(self.lengths)]
-        drop = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in prompts])
-        dropped = rows[drop]
-        return np.delete(rows, drop, axis=0), gram - dropped.T @ dropped
+        dropped = sorted({(int(starts[i]), int(starts[i + 1])) for i in prompts})
+        kept = [(a, b) for a, b in zip([0] + [end for _, end in dropped], [start for start, _ in dropped] + [len(half)])
+                if b > a]
+        # Widened a kept run at a time into one array: np.delete after astype cost ~16 ms a layer.
+        rows = np.empty((sum(b - a for a, b in kept), half.shape[1]), np.float32)
+        at = 0
+        for a, b in kept:
+            rows[at:at + b - a] = half[a:b]
+            at += b - a
+        for a, b in dropped:
+            part = half[a:b].astype(np.float32)
+            gram = gram - part.T @ part
+        return rows, gram
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()

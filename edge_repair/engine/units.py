@@ -18,11 +18,24 @@ def refusal_captures(model, tokenizer, prompts: list[str], layers: list[int],
                      suffix: list[int] = ()) -> tuple[Activations, Activations]:
     """MLP inputs and residuals at each prompt's last token (with `suffix`: at each suffix token
     after it), asked plainly and after the refusal context; row i means the same token in both."""
-    keep = {"kinds": ("mlp_in", "resid"), "positions": list(range(-max(len(suffix), 1), 0))}
-    plain = capture(model, [chat_tokens(tokenizer, p) + list(suffix) for p in prompts], layers, **keep)
-    refusing = capture(model, [chat_tokens(tokenizer, p, refusal_context()) + list(suffix) for p in prompts],
-                       layers, **keep)
-    return plain, refusing
+    return plain_captures(model, tokenizer, prompts, layers, suffix), refusing_captures(model, tokenizer, prompts,
+                                                                                       layers, suffix)
+
+
+def plain_captures(model, tokenizer, prompts: list[str], layers: list[int], suffix: list[int] = ()) -> Activations:
+    """refusal_captures' plain half (prompts of one edit share a pass: the system turn's cache, fuller batches)."""
+    return capture(model, [chat_tokens(tokenizer, p) + list(suffix) for p in prompts], layers, batch_size=16,
+                   **_kept(suffix))
+
+
+def refusing_captures(model, tokenizer, prompts: list[str], layers: list[int], suffix: list[int] = ()) -> Activations:
+    """refusal_captures' half after the refusal context."""
+    return capture(model, [chat_tokens(tokenizer, p, refusal_context()) + list(suffix) for p in prompts], layers,
+                   **_kept(suffix))
+
+
+def _kept(suffix: list[int]) -> dict:
+    return {"kinds": ("mlp_in", "resid"), "positions": list(range(-max(len(suffix), 1), 0))}
 
 
 def layer_units(plain: Activations, refusing: Activations, layers: list[int], bank, taken: dict[int, set],

@@ -101,10 +101,11 @@ def _confirmed(patient, prompts: list[str], drafts: list[list[int]], limits: lis
     return out
 
 
-def first_tokens(patient, prompts: list[str], replay: tuple[int, list] | None = None, batch_size: int = 32) -> list[int]:
+def first_tokens(patient, prompts: list[str], replay: tuple | None = None, batch_size: int = 32) -> list[int]:
     """The first token of each prompt's greedy reply, from one forward pass per batch (no
     generation loop: a generating row costs ~12 MB of batched KV cache). `replay`: see
-    forced_predictions. Batches of 32: measured on 64 questions about people, one batch of 64
+    forced_predictions, or (layer, residuals, n) with residuals that leave out the first n tokens
+    (capture.last_tokens). Batches of 32: measured on 64 questions about people, one batch of 64
     peaked ~200 MB above the weights, two of 32 ~110 MB (both sizes run at ~32k token-layers per
     second here)."""
     lists = [chat_tokens(patient.tokenizer, p) for p in prompts]
@@ -118,7 +119,7 @@ def first_tokens(patient, prompts: list[str], replay: tuple[int, list] | None = 
 
 
 def _greedy_at(patient, chunk: list[list[int]], positions: list[list[int]], n: int, cache: list | None,
-               replay: tuple[int, list] | None, start: int) -> np.ndarray:
+               replay: tuple | None, start: int) -> np.ndarray:
     """One batch's argmax tokens (rows, positions) at `positions` of each token list after the
     n-token shared prefix (`cache`); with `replay`, from the stored residuals of rows start… ."""
     caches = repeat_cache(cache, len(chunk)) if cache else None
@@ -126,8 +127,9 @@ def _greedy_at(patient, chunk: list[list[int]], positions: list[list[int]], n: i
         if replay is None:
             logits = patient.model(pad_batch(chunk), cache=caches)
         else:
-            hidden = [mx.array(h[n:]) for h in replay[1][start:start + len(chunk)]]
-            logits = replayed_logits(patient.model, replay[0], hidden, caches)
+            layer, stored, *skipped = replay  # rows may start after a prefix already (capture.last_tokens)
+            hidden = [mx.array(h[n - (skipped[0] if skipped else 0):]) for h in stored[start:start + len(chunk)]]
+            logits = replayed_logits(patient.model, layer, hidden, caches)
     return np.array(mx.argmax(logits, axis=-1))
 
 
