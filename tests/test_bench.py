@@ -3,6 +3,8 @@
 import json
 
 import mlx.core as mx
+import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from edge_repair.bench import baselines, memory, report, scaling, training
@@ -50,6 +52,23 @@ def test_a_ga_step_lowers_the_answer_log_prob(tiny_model_dir):
     assert abs(training.sequence_logprob(patient.model, forget).item() - before) < 1e-3  # restored
 
 
+@pytest.mark.parametrize("method", ["ga", "npo"])
+def test_the_lean_baselines_train_exactly_like_the_plain_ones(tiny_model_dir, method):
+    """Frozen blocks run once and the head only at reply tokens: the same losses, the same weights."""
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    prompts = [f["question"] for f in facts()[:3]]
+    forget = training.make_batch(patient.tokenizer, prompts, ["It is A.", "The answer, as far as I know, is B.", "C"])
+    retain = training.make_batch(patient.tokenizer, ["Write a haiku.", "Name a colour."], ["Leaves fall.", "Blue"])
+    assert forget.picked.sum().item() == forget.answer.sum().item()
+    trained = {}
+    for name in (method, f"{method}-lean"):
+        with training.trained(patient, name, forget, retain, layers=[2, 3], steps=3, lr=1e-3) as history:
+            trained[name] = (history, np.array(patient.model.layers[3].mlp.down_proj.weight))
+    (plain, w_plain), (lean, w_lean) = trained.values()
+    assert plain[0] != plain[-1] and np.allclose(plain, lean, atol=1e-3)
+    assert np.allclose(w_plain, w_lean, atol=1e-5)
+
+
 def test_baselines_rows_on_the_tiny_model(tiny_model_dir):
     patient = load_patient(str(tiny_model_dir))
     result = baselines.run_baselines(patient=patient, methods=("ga", "npo", "rmu", "stamp-lr"), steps=1,
@@ -64,6 +83,12 @@ def test_baselines_rows_on_the_tiny_model(tiny_model_dir):
     assert all(0 <= m["f_rl"] <= 1 and 0 <= m["r_rl"] <= 1 for m in personal)
     assert all(m["f_rl"] is None for m in result["methods"] if m["task"] != "personal")
     assert result["implant"]["steps"] == 2 and "| personal | ga |" in report.baselines_markdown(result)
+    for task, speedup in zip(baselines.TASKS, result["speedups"]):  # each baseline's seconds over stamp-lr's
+        rows = {m["method"]: m for m in result["methods"] if m["task"] == task}
+        assert speedup["task"] == task and speedup["method"] == "stamp-lr"
+        assert speedup["closed_form"]["npo"] == round(rows["npo"]["seconds"] / rows["stamp-lr"]["solve_seconds"], 1)
+        assert speedup["whole"].keys() == {"ga", "npo", "rmu"}
+    assert "## Speed-up over each training baseline" in report.baselines_markdown(result)
     mx.eval(patient.model.parameters())
 
 

@@ -171,7 +171,9 @@ def _run(model, trials, methods, steps, lr, others, patient, config, tasks, only
         with temporary_home():  # a fresh negative bank: it must describe the taught model
             run.bank = None
             run.trials("personal", evenly(people, trials), people)
-    return {"methods": summarise(run.rows), "trials": run.rows, "steps": steps, "retain_pairs": RETAIN_PAIRS,
+    summary = summarise(run.rows)
+    return {"methods": summary, "speedups": speedups(summary), "trials": run.rows, "steps": steps,
+            "retain_pairs": RETAIN_PAIRS,
             "stamp_gated_prepare_seconds": run.prepare_seconds, "model": str(patient.path), **extra}
 
 
@@ -255,6 +257,18 @@ def summarise(rows: list[dict]) -> list[dict]:
                     "ppl": round(statistics.mean(r["ppl"] for r in mine), 3), "trials": len(mine),
                     **{k: _mean(r.get(k) for r in mine) for k in ("f_rl", "r_rl")},
                     "solve_seconds": _median(r.get("solve_seconds") for r in mine)})
+    return out
+
+
+def speedups(summary: list[dict]) -> list[dict]:
+    """Per task and STAMP method: each training baseline's seconds over the closed-form edit's
+    (`closed_form`) and over the whole verified call's (`whole`)."""
+    out = []
+    for row in (r for r in summary if r["method"] in STAMP_METHODS and r.get("solve_seconds")):
+        trained = [r for r in summary if r["task"] == row["task"] and r["method"] in training.METHODS]
+        out.append({"task": row["task"], "method": row["method"],
+                    "closed_form": {r["method"]: round(r["seconds"] / row["solve_seconds"], 1) for r in trained},
+                    "whole": {r["method"]: round(r["seconds"] / row["seconds"], 1) for r in trained}})
     return out
 
 

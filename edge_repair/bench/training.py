@@ -7,6 +7,11 @@ retain term on a few retain prompts (the base model's own greedy replies as targ
   rmu  minimise  ‖h_ℓ(forget) − c·u‖² + α‖h_ℓ(retain) − h_ℓ^ref(retain)‖² (Li et al. 2024, WMDP);
        u a fixed random unit vector, c a multiple of the activations' norm, MLPs of ℓ−2..ℓ trained.
 `trained(...)` restores the original weights on exit, so methods can be compared on one model.
+
+"ga-lean" and "npo-lean" minimise the same losses with the same steps, computed as an engineer
+tuning them would: the frozen blocks below the trained ones run once (their output is the same
+every step), and the output head (49k×576 on the default model) only at the reply tokens the
+loss reads. The plain "ga" and "npo" run the whole model every step, as common implementations do.
 """
 
 from contextlib import contextmanager
@@ -17,11 +22,12 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_unflatten
 
-from edge_repair.engine.capture import pad_batch
+from edge_repair.engine.capture import logits_only_at, pad_batch, replayed_logits
 from edge_repair.engine.verify import chat_tokens, reply_tokens
 from edge_repair.errors import InputError
 
-METHODS = ("ga", "npo", "rmu")
+LEAN = {"ga-lean": "ga", "npo-lean": "npo"}  # same loss, computed leanly (see the module's docstring)
+METHODS = ("ga", "npo", "rmu", *LEAN)
 LEARNING_RATES = {"ga": 1e-5, "npo": 1e-5, "rmu": 5e-5}  # the papers' full-weight defaults
 NPO_BETA = 0.1
 RMU_STEER = 4.0    # c as a multiple of the mean activation norm at layer ℓ
@@ -36,6 +42,8 @@ class Batch:
     targets: mx.array       # (B, T)
     answer: mx.array        # (B, T) 1.0 where the target is a reply token
     valid: mx.array         # (B, T) 1.0 where the input is a real token
+    positions: mx.array     # (B, k) the positions whose target is a reply token (a row's last repeated)
+    picked: mx.array        # (B, k) 1.0 where `positions` is not such a repeat
 
 
 def make_batch(tokenizer, prompts: list[str], replies: list[str]) -> Batch:
@@ -49,15 +57,36 @@ def make_batch(tokenizer, prompts: list[str], replies: list[str]) -> Batch:
     width = max(len(s) for s in sequences) - 1
     answer = [[1.0 if start - 1 <= i < len(s) - 1 else 0.0 for i in range(width)] for s, start in zip(sequences, starts)]
     valid = [[1.0 if i < len(s) - 1 else 0.0 for i in range(width)] for s in sequences]
+    reply = [list(range(start - 1, len(s) - 1)) for s, start in zip(sequences, starts)]
+    k = max(len(r) for r in reply)
     return Batch(pad_batch([s[:-1] for s in sequences]), pad_batch([s[1:] for s in sequences]),
-                 mx.array(answer), mx.array(valid))
+                 mx.array(answer), mx.array(valid), mx.array([r + [r[-1]] * (k - len(r)) for r in reply]),
+                 mx.array([[1.0] * len(r) + [0.0] * (k - len(r)) for r in reply]))
 
 
-def sequence_logprob(model, batch: Batch) -> mx.array:
-    """log p(reply | prompt) per sequence, summed over the reply tokens: (B,)."""
-    logits = model(batch.inputs).astype(mx.float32)
-    token_logp = -nn.losses.cross_entropy(logits, batch.targets, reduction="none")
-    return (token_logp * batch.answer).sum(axis=-1)
+def sequence_logprob(model, batch: Batch, below: tuple[int, mx.array] | None = None) -> mx.array:
+    """log p(reply | prompt) per sequence, summed over the reply tokens: (B,). `below`: (layer, the
+    residual entering it at every position, see frozen_below): only the blocks from there up run,
+    and the output head only at the reply positions."""
+    if below is None:
+        logits = model(batch.inputs).astype(mx.float32)
+        token_logp = -nn.losses.cross_entropy(logits, batch.targets, reduction="none")
+        return (token_logp * batch.answer).sum(axis=-1)
+    with logits_only_at(model, batch.positions):
+        logits = replayed_logits(model, below[0], list(below[1])).astype(mx.float32)
+    targets = mx.take_along_axis(batch.targets, batch.positions, axis=1)
+    return (-nn.losses.cross_entropy(logits, targets, reduction="none") * batch.picked).sum(axis=-1)
+
+
+def frozen_below(model, batch: Batch, layers: list[int]) -> tuple[int, mx.array] | None:
+    """(lowest trained layer, the residual entering it): the frozen blocks' output, the same every
+    step (None when the lowest layer is trained: the whole model runs)."""
+    layer = min(layers)
+    if not layer:
+        return None
+    hidden = hidden_at(model, batch.inputs, layer - 1)
+    mx.eval(hidden)
+    return layer, hidden
 
 
 def hidden_at(model, tokens: mx.array, layer: int) -> mx.array:
@@ -78,20 +107,26 @@ def rmu_layers(num_layers: int) -> tuple[int, list[int]]:
     return layer, [layer - 2, layer - 1, layer]
 
 
-def _retain_ce(model, batch: Batch) -> mx.array:
-    return -sequence_logprob(model, batch).sum() / batch.answer.sum()
+def _loss(method: str, model, forget: Batch, retain: Batch, layer: int | None, layers: list[int]):
+    below = {}
+    if method in LEAN:
+        method, below = LEAN[method], {id(b): frozen_below(model, b, layers) for b in (forget, retain)}
 
+    def logprob(batch: Batch) -> mx.array:
+        return sequence_logprob(model, batch, below.get(id(batch)))
 
-def _loss(method: str, model, forget: Batch, retain: Batch, layer: int | None):
+    def retain_ce() -> mx.array:
+        return -logprob(retain).sum() / retain.answer.sum()
+
     if method == "ga":
-        return lambda: sequence_logprob(model, forget).sum() / forget.answer.sum() + _retain_ce(model, retain)
+        return lambda: logprob(forget).sum() / forget.answer.sum() + retain_ce()
     if method == "npo":
-        reference = mx.stop_gradient(sequence_logprob(model, forget))
+        reference = mx.stop_gradient(logprob(forget))
         mx.eval(reference)
 
         def npo():
-            ratio = sequence_logprob(model, forget) - reference
-            return (2 / NPO_BETA) * mx.logaddexp(0.0, NPO_BETA * ratio).mean() + _retain_ce(model, retain)
+            ratio = logprob(forget) - reference
+            return (2 / NPO_BETA) * mx.logaddexp(0.0, NPO_BETA * ratio).mean() + retain_ce()
         return npo
     if method == "rmu":
         base_forget = hidden_at(model, forget.inputs, layer)
@@ -122,8 +157,8 @@ def trained(patient, method: str, forget: Batch, retain: Batch, layers: list[int
         model.layers[l].mlp.unfreeze()
     saved = tree_flatten(model.trainable_parameters())   # MLX arrays are immutable: references suffice
     try:
-        loss_fn = _loss(method, model, forget, retain, rmu_layer)
-        optimizer = optim.Adam(learning_rate=lr or LEARNING_RATES[method])
+        loss_fn = _loss(method, model, forget, retain, rmu_layer, layers)
+        optimizer = optim.Adam(learning_rate=lr or LEARNING_RATES[LEAN.get(method, method)])
         step = nn.value_and_grad(model, loss_fn)
         history = []
         for _ in range(steps):

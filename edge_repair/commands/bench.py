@@ -50,8 +50,9 @@ def scaling(as_json: JsonOpt = False, out: OutOpt = None,
 @bench_app.command("baselines", epilog="Example: edge-repair bench baselines --trials 1 --methods ga,npo,stamp-gated")
 def baselines(model: ModelOpt = None, as_json: JsonOpt = False, out: OutOpt = None,
               trials: Annotated[int, typer.Option("--trials", help="Facts forgotten, one at a time.")] = 1,
-              methods: Annotated[str, typer.Option("--methods", help="Comma-separated: ga,npo,rmu,stamp-gated,stamp,stamp-lr.")]
-              = "ga,npo,rmu,stamp-gated,stamp,stamp-lr",
+              methods: Annotated[str, typer.Option("--methods", help="Comma-separated: ga,npo,rmu,ga-lean,npo-lean,"
+                                                                     "stamp-gated,stamp,stamp-lr.")]
+              = "ga,npo,rmu,ga-lean,npo-lean,stamp-gated,stamp,stamp-lr",
               steps: Annotated[int, typer.Option("--steps", help="Adam steps of the training baselines.")] = 20,
               lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default: per method).")] = None,
               others: Annotated[Optional[int], typer.Option("--others", help="Other facts checked (default: all).")] = None,
@@ -59,7 +60,7 @@ def baselines(model: ModelOpt = None, as_json: JsonOpt = False, out: OutOpt = No
               = "knowledge,misinformation,personal",
               implant_steps: Annotated[Optional[int], typer.Option(
                   "--implant-steps", help="LoRA steps teaching the personal task's profiles (cached per setting).")] = None):
-    """Training baselines (GA, NPO, RMU) vs STAMP on single-sample forgetting (paper Table 8)."""
+    """Training baselines (GA, NPO, RMU; GA and NPO also computed leanly) vs STAMP on single-sample forgetting (paper Table 8)."""
     from edge_repair.bench.baselines import run_baselines
 
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
