@@ -108,24 +108,24 @@ def rmu_layers(num_layers: int) -> tuple[int, list[int]]:
 
 
 def _loss(method: str, model, forget: Batch, retain: Batch, layer: int | None, layers: list[int]):
-    below = {}
-    if method in LEAN:
-        method, below = LEAN[method], {id(b): frozen_below(model, b, layers) for b in (forget, retain)}
+    below_forget, below_retain = ([frozen_below(model, b, layers) for b in (forget, retain)] if method in LEAN
+                                  else [None, None])
+    method = LEAN.get(method, method)
 
-    def logprob(batch: Batch) -> mx.array:
-        return sequence_logprob(model, batch, below.get(id(batch)))
+    def forget_logprob() -> mx.array:
+        return sequence_logprob(model, forget, below_forget)
 
     def retain_ce() -> mx.array:
-        return -logprob(retain).sum() / retain.answer.sum()
+        return -sequence_logprob(model, retain, below_retain).sum() / retain.answer.sum()
 
     if method == "ga":
-        return lambda: logprob(forget).sum() / forget.answer.sum() + retain_ce()
+        return lambda: forget_logprob().sum() / forget.answer.sum() + retain_ce()
     if method == "npo":
-        reference = mx.stop_gradient(logprob(forget))
+        reference = mx.stop_gradient(forget_logprob())
         mx.eval(reference)
 
         def npo():
-            ratio = logprob(forget) - reference
+            ratio = forget_logprob() - reference
             return (2 / NPO_BETA) * mx.logaddexp(0.0, NPO_BETA * ratio).mean() + retain_ce()
         return npo
     if method == "rmu":
