@@ -227,3 +227,21 @@ def test_a_seeded_memo_reuses_its_prefixes_in_every_context_and_is_never_added_t
             assert prefix_cache(patient.model, lists)[1] is not next(iter(seed.values()))[1][tuple(head)]  # edited state
             set_factors(patient.model, {})
     assert [list(known) for _, known in seed.values()] == [[tuple(head)]]
+
+
+def test_teacher_forced_batches_hold_a_bounded_number_of_positions(tiny_model_dir, monkeypatch):
+    """Long drafts go in smaller batches (their logits are rows × positions × vocabulary), with the same predictions."""
+    import numpy as np
+
+    from edge_repair.engine import verify
+
+    assert verify._spans([24] * 12, 8, 96) == [(0, 4), (4, 8), (8, 12)]
+    assert verify._spans([8] * 12, 8, 96) == [(0, 8), (8, 12)]
+    assert verify._spans([3, 200, 3, 3], 8, 96) == [(0, 1), (1, 2), (2, 4)]  # a row over budget still runs
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    prompts = ["What is the capital of France?", "Who wrote Hamlet?", "Name a colour.", "Count to three."]
+    replies = greedy_tokens(patient, prompts, 6)
+    whole = verify.forced_predictions(patient, prompts, replies)  # one batch
+    monkeypatch.setattr(verify, "POSITION_BUDGET", 6)  # a row per batch
+    bounded = verify.forced_predictions(patient, prompts, replies)
+    assert all(np.array_equal(a, b) for a, b in zip(bounded, whole))
