@@ -413,15 +413,15 @@ class _WideNeighbours:
     def __init__(self, patient, prompts: list[str], layers: list[int]):
         self.patient, self.prompts, self.layers = patient, prompts, layers
         self.opener = reply_tokens(patient.tokenizer, REFUSAL)[0]
-        self.base, self._pass, self._inputs, self.input_seconds = [], None, {}, 0.0
+        self.base, self._replayed, self._inputs, self.input_seconds = [], None, {}, 0.0
         if not prompts:
             return
         start = time.perf_counter()
         with base_model(patient.model):
-            self._pass = last_tokens(patient.model, [chat_tokens(patient.tokenizer, p) for p in prompts], layers,
-                                     replay_from=layers[0])
-        self.base = self._pass.predicted
-        self._inputs = {l: np.array(self._pass.inputs[l]) for l in layers}
+            ran = last_tokens(patient.model, [chat_tokens(patient.tokenizer, p) for p in prompts], layers,
+                              replay_from=layers[0])
+        self.base, self._replayed = ran.predicted, (ran.hidden, ran.skipped)
+        self._inputs = {l: np.array(ran.inputs[l]) for l in layers}
         self.input_seconds = time.perf_counter() - start  # part of the solve: its near misses
 
     def _replay(self) -> tuple | None:
@@ -429,7 +429,7 @@ class _WideNeighbours:
         (run every block)."""
         if not self.layers[0] or not _unedited_below(self.patient.model, self.layers[0]):
             return None
-        return self.layers[0], self._pass.hidden, self._pass.skipped
+        return self.layers[0], *self._replayed
 
     def newly_refusing(self) -> list[int]:
         """Indices of prompts whose reply now opens like a refusal and did not on the base model."""
