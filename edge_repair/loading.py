@@ -10,7 +10,7 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 
-from edge_repair import cpu_attention, cpu_swiglu, default_model
+from edge_repair import cpu_attention, cpu_quantized, cpu_swiglu, default_model
 from edge_repair.errors import ModelError
 from edge_repair.gguf import convert_gguf
 from edge_repair.paths import models_dir
@@ -131,7 +131,9 @@ def load_patient(spec: str | None = None, compute: str | None = None) -> Patient
     # process (RSS 868 MB against 703 MB) that the allocator never gave back.
     add_spare_neurons(model, config)
     if (compute or compute_mode()) == "f32":
+        quantized = cpu_quantized.quantized_layers(model) if mx.default_device() == mx.cpu else {}
         to_float32(model)
+        cpu_quantized.use_for(model, quantized)  # decoding steps read these, not the f32 copies
     if mx.default_device() == mx.cpu:
         cpu_swiglu.use_for(model)  # MLX's CPU exp is scalar: the MLP's SwiGLU cost 5× its matmuls
         cpu_attention.use_for(model)  # and so is its softmax: attention took a fifth of a prompt pass
@@ -159,7 +161,10 @@ def check_architecture(model: nn.Module) -> None:
 def to_float32(model: nn.Module) -> None:
     """Dequantize every quantized layer and cast to f32: on CPU-only MLX that is what uses BLAS.
 
-    The layers alternate between two CPU streams: MLX's CPU dequantize runs on one core."""
+    Each weight is scale·q + bias computed in f32, as llama.cpp dequantizes a GGUF (MLX would
+    compute it in the scales' type, rounding it to f16 or bf16); the decoding kernel
+    (cpu_quantized) rebuilds the same weights. The layers alternate between two CPU streams:
+    MLX's CPU dequantize runs on one core."""
     from mlx.utils import tree_map
     from mlx_lm.utils import dequantize_model
 
@@ -167,6 +172,9 @@ def to_float32(model: nn.Module) -> None:
     streams = [mx.default_stream(mx.cpu), mx.new_stream(mx.cpu)]
     for i, part in enumerate([*model.layers, model]):  # the whole model last: what the layers leave
         with mx.stream(streams[i % 2]):
+            for _, module in part.named_modules():
+                if isinstance(module, (nn.QuantizedLinear, nn.QuantizedEmbedding)) and module.get("biases") is not None:
+                    module.scales, module.biases = widened(module.scales), widened(module.biases)
             dequantize_model(part)
             part.update(tree_map(widened, part.parameters()))
     mx.eval(model.parameters())

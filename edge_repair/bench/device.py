@@ -33,13 +33,17 @@ def _version(package: str) -> str | None:
 
 
 def device_info(model_path: Path | None = None) -> dict:
+    from edge_repair import native
     from edge_repair._blas import loaded_blas
 
+    kernel = "off" if os.environ.get("EDGE_REPAIR_KERNEL", "").lower() == "off" else (
+        "native" if native.MODULE in sys.modules else native.failure() or "not loaded")
     info = {
         "platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
         "python": platform.python_version(), "mlx": mx.__version__, "mlx_lm": _version("mlx-lm"),
         "numpy": _version("numpy"), "blas": loaded_blas(), "metal": bool(mx.metal.is_available()),
         "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "decoding_kernel": kernel,  # cpu_quantized: decoding steps from the quantized weights
     }
     if model_path is not None:
         files = {p.name: p.stat().st_size for p in sorted(Path(model_path).iterdir()) if p.is_file()}

@@ -23,7 +23,8 @@ from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.verify import chat_tokens, greedy_tokens, reply_tokens
 
 LABEL = "negative-bank"
-VERSION = "14"  # bump when the cached content changes (14: attention with cpu_swiglu.exp on a CPU;
+VERSION = "15"  # bump when the cached content changes (15: f32 weights are scale·q + bias in f32;
+# 14: attention with cpu_swiglu.exp on a CPU;
 # the spare-neuron layout is part of the key: neuron use and the arithmetic follow the shapes)
 GUARD_PARAGRAPHS = 8  # the last paragraphs of the general text are never negatives: an honest perplexity guard
 GUARD_TOKENS = 64

@@ -21,7 +21,7 @@ from edge_repair.engine.capture import capture, shared_prefix
 from edge_repair.engine.lowrank import base_model
 from edge_repair.engine.verify import chat_tokens
 
-VERSION = "1"                      # bump when what is fitted changes
+VERSION = "2"                      # bump when what is fitted changes (2: f32 weights exact, loading.to_float32)
 DEPTHS = (0.33, 0.47, 0.6)         # candidate layers, as fractions of the network's depth
 RIDGE = 300.0                      # λ of the ridge solve on standardised features
 FOLDS = 5
