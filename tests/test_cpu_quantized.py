@@ -1,4 +1,5 @@
 import shutil
+import sys
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -105,3 +106,16 @@ def test_without_the_kernel_layers_stay_plain(tiny_quantized_dir, monkeypatch):
     model = load_patient(str(tiny_quantized_dir), compute="f32").model
     assert not any(isinstance(m, cpu_quantized._Decoding) for _, m in model.named_modules())
     assert all(type(m) is not nn.QuantizedLinear for _, m in model.named_modules())
+
+
+def test_a_failed_build_is_said_once_and_decoding_uses_the_f32_weights(tiny_quantized_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGE_REPAIR_MODELS", str(tmp_path / "models"))
+    monkeypatch.setenv("CXX", shutil.which("false") or "/bin/false")  # a compiler that always fails
+    monkeypatch.delitem(sys.modules, native.MODULE, raising=False)
+    assert native.quantized_matmul() is None
+    assert native.failure().startswith("compiling failed")
+    retried = []
+    monkeypatch.setattr(native, "_build", retried.append)
+    assert native.quantized_matmul() is None and not retried  # the note stops a rebuild on every load
+    model = load_patient(str(tiny_quantized_dir), compute="f32").model
+    assert not any(isinstance(m, cpu_quantized._Decoding) for _, m in model.named_modules())

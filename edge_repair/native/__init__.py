@@ -4,7 +4,7 @@ MLX compiles its own fused CPU loops the same way (with the system's C++ compile
 time). An MLX extension must share MLX's nanobind ABI and domain ("mlx"): it is built against
 the installed `mlx` headers and library with the `nanobind` package's sources. A build that
 fails (no compiler, an ABI mismatch) leaves a note beside it, so the next load does not retry
-the same build; everything then runs on MLX's own kernels.
+the same build; decoding then reads the f32 weights, as before.
 """
 
 import hashlib
@@ -42,11 +42,11 @@ def quantized_matmul():
     try:
         spec.loader.exec_module(module)
     except ImportError as err:
-        (directory / "failed.txt").write_text(f"cannot load the built kernel: {err}\n")
+        _give_up(directory, f"cannot load the built kernel: {err}")
         return None
     problem = _self_test(module)
     if problem:
-        (directory / "failed.txt").write_text(problem + "\n")
+        _give_up(directory, problem)
         return None
     sys.modules[MODULE] = module
     return module
@@ -94,17 +94,22 @@ def _toolchain() -> dict | None:
 
 def _build_dir() -> Path | None:
     """models_dir()/native/<hash of the source, versions and machine>, or None without a toolchain."""
+    from edge_repair.errors import StateError
     from edge_repair.paths import models_dir
 
     tools = _toolchain()
     if tools is None:
+        return None
+    try:
+        root = models_dir()
+    except StateError:  # no writable cache: the kernel is an optimisation, never a requirement
         return None
     digest = hashlib.sha256(SOURCE.read_bytes())
     # -march=native: the build is for this CPU model (a shared cache directory may see others).
     for part in (tools["versions"], tools["compiler"], platform.machine(), sysconfig.get_config_var("EXT_SUFFIX"),
                  _cpu_model()):
         digest.update(b"\0" + str(part).encode())
-    directory = models_dir() / "native" / digest.hexdigest()[:16]
+    directory = root / "native" / digest.hexdigest()[:16]
     directory.mkdir(parents=True, exist_ok=True)
     return directory
 
@@ -137,10 +142,18 @@ def _build(library: Path) -> None:
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_SECONDS)
         except (OSError, subprocess.TimeoutExpired) as err:
-            (library.parent / "failed.txt").write_text(f"the compiler did not run: {err}\n")
+            _give_up(library.parent, f"the compiler did not run: {err}")
             return
         if done.returncode != 0:
             errors = [l for l in done.stderr.splitlines() if "error" in l] or done.stderr.splitlines() or ["(no output)"]
-            (library.parent / "failed.txt").write_text(f"compiling failed: {errors[0][:300]}\n{done.stderr[-4000:]}")
+            _give_up(library.parent, f"compiling failed: {errors[0][:300]}", done.stderr[-4000:])
             return
         os.replace(target, library)  # atomic: a concurrent process sees a whole library or none
+
+
+def _give_up(directory: Path, reason: str, detail: str = "") -> None:
+    """Say once why, and leave the reason beside the build so the next load does not retry it."""
+    from edge_repair.progress import status
+
+    (directory / "failed.txt").write_text(f"{reason}\n{detail}")
+    status(f"decoding uses the f32 weights: {reason} (details: {directory / 'failed.txt'})")
