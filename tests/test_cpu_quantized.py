@@ -68,7 +68,7 @@ def test_kernel_gradients_are_the_dense_layers(kernel):
 
 
 @needs_kernel
-def test_decoding_layers_give_the_f32_model_outputs(tiny_quantized_dir, kernel):
+def test_decoding_layers_give_the_f32_model_outputs(tiny_quantized_dir, kernel, monkeypatch):
     patient = load_patient(str(tiny_quantized_dir), compute="f32")
     model = patient.model
     decoding = [m for _, m in model.named_modules() if isinstance(m, cpu_quantized._Decoding)]
@@ -77,17 +77,9 @@ def test_decoding_layers_give_the_f32_model_outputs(tiny_quantized_dir, kernel):
     assert all(k.rsplit(".", 1)[-1] in ("weight", "bias") for k, _ in tree_flatten(model.parameters()))
     tokens = mx.array([[5, 9, 17, 30, 2, 44]])
     few = model(tokens[:, :1])  # a decoding step's rows: the quantized weights
-    with_f32 = _forced_f32(model, lambda: model(tokens[:, :1]))
+    monkeypatch.setattr(cpu_quantized, "MAX_ROWS", 0)  # every layer on its f32 weight
+    with_f32 = model(tokens[:, :1])
     assert mx.allclose(few, with_f32, rtol=1e-4, atol=1e-4).item()
-
-
-def _forced_f32(model, run):
-    old = cpu_quantized.MAX_ROWS
-    cpu_quantized.MAX_ROWS = 0
-    try:
-        return run()
-    finally:
-        cpu_quantized.MAX_ROWS = old
 
 
 @needs_kernel
@@ -115,7 +107,7 @@ def test_a_failed_build_is_said_once_and_decoding_uses_the_f32_weights(tiny_quan
     assert native.quantized_matmul() is None
     assert native.failure().startswith("compiling failed")
     retried = []
-    monkeypatch.setattr(native, "_build", retried.append)
+    monkeypatch.setattr(native, "_build", lambda library, tools: retried.append(library))
     assert native.quantized_matmul() is None and not retried  # the note stops a rebuild on every load
     model = load_patient(str(tiny_quantized_dir), compute="f32").model
     assert not any(isinstance(m, cpu_quantized._Decoding) for _, m in model.named_modules())

@@ -34,7 +34,7 @@ def quantized_matmul():
         return None
     library = directory / f"{MODULE}{sysconfig.get_config_var('EXT_SUFFIX')}"
     if not library.is_file() and not (directory / "failed.txt").is_file():
-        _build(library)
+        _build(library, _toolchain())
     if not library.is_file():
         return None
     spec = importlib.util.spec_from_file_location(MODULE, library)
@@ -124,10 +124,9 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def _build(library: Path) -> None:
+def _build(library: Path, tools: dict) -> None:
     from edge_repair.progress import status
 
-    tools = _toolchain()
     nb = tools["nanobind"]
     status("compiling the CPU decoding kernel for this machine (once, ~10 s)")
     with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
