@@ -23,7 +23,7 @@ MAX_ROWS = 8
 def quantized_layers(model: nn.Module) -> dict[str, tuple]:
     """path -> (weight, scales, biases, group_size, bits) of every affine-quantized linear layer and
     embedding the kernel can read, taken before the model is dequantized (empty without the kernel)."""
-    if native.quantized_matmul() is None:
+    if native.kernels() is None:
         return {}
     kept = {}
     for path, module in model.named_modules():
@@ -38,7 +38,7 @@ def quantized_layers(model: nn.Module) -> dict[str, tuple]:
 
 def use_for(model: nn.Module, kept: dict[str, tuple]) -> int:
     """Have the model's dequantized layers decode from their quantized weights; returns how many do."""
-    kernel = native.quantized_matmul()
+    kernel = native.kernels()
     if kernel is None or not kept:
         return 0
     modules = dict(model.named_modules())

@@ -10,7 +10,7 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 
-from edge_repair import cpu_attention, cpu_quantized, cpu_swiglu, default_model
+from edge_repair import cpu_attention, cpu_fused, cpu_quantized, cpu_swiglu, default_model
 from edge_repair.errors import ModelError
 from edge_repair.gguf import convert_gguf
 from edge_repair.paths import models_dir
@@ -137,6 +137,7 @@ def load_patient(spec: str | None = None, compute: str | None = None) -> Patient
     if mx.default_device() == mx.cpu:
         cpu_swiglu.use_for(model)  # MLX's CPU exp is scalar: the MLP's SwiGLU cost 5× its matmuls
         cpu_attention.use_for(model)  # and so is its softmax: attention took a fifth of a prompt pass
+        cpu_fused.use_for(model)  # MLX's CPU RoPE and RMSNorm are chains of small ops
     return Patient(model, tokenizer, path, config)
 
 

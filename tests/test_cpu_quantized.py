@@ -16,7 +16,7 @@ needs_kernel = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("
 
 @pytest.fixture
 def kernel():
-    module = native.quantized_matmul()
+    module = native.kernels()
     assert module is not None, native.failure()
     return module
 
@@ -104,10 +104,10 @@ def test_a_failed_build_is_said_once_and_decoding_uses_the_f32_weights(tiny_quan
     monkeypatch.setenv("EDGE_REPAIR_MODELS", str(tmp_path / "models"))
     monkeypatch.setenv("CXX", shutil.which("false") or "/bin/false")  # a compiler that always fails
     monkeypatch.delitem(sys.modules, native.MODULE, raising=False)
-    assert native.quantized_matmul() is None
+    assert native.kernels() is None
     assert native.failure().startswith("compiling failed")
     retried = []
     monkeypatch.setattr(native, "_build", lambda library, tools: retried.append(library))
-    assert native.quantized_matmul() is None and not retried  # the note stops a rebuild on every load
+    assert native.kernels() is None and not retried  # the note stops a rebuild on every load
     model = load_patient(str(tiny_quantized_dir), compute="f32").model
     assert not any(isinstance(m, cpu_quantized._Decoding) for _, m in model.named_modules())

@@ -38,12 +38,15 @@ def device_info(model_path: Path | None = None) -> dict:
 
     kernel = "off" if os.environ.get("EDGE_REPAIR_KERNEL", "").lower() == "off" else (
         "native" if native.MODULE in sys.modules else native.failure() or "not loaded")
+    fused = (kernel if kernel != "native" else
+             "native" if native.fused_ops() is not None else sys.modules[native.MODULE].fused_problem)
     info = {
         "platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
         "python": platform.python_version(), "mlx": mx.__version__, "mlx_lm": _version("mlx-lm"),
         "numpy": _version("numpy"), "blas": loaded_blas(), "metal": bool(mx.metal.is_available()),
         "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
         "decoding_kernel": kernel,  # cpu_quantized: decoding steps from the quantized weights
+        "fused_ops": fused,  # cpu_fused, cpu_swiglu: RoPE, RMSNorm and SwiGLU as one native op each
     }
     if model_path is not None:
         files = {p.name: p.stat().st_size for p in sorted(Path(model_path).iterdir()) if p.is_file()}

@@ -1,10 +1,12 @@
-"""Native CPU kernels, compiled on first use for this machine and kept in the models cache.
+"""Native CPU kernels, compiled on first use for this machine and kept in the models cache:
+quantized_matmul.cpp (decoding from the quantized weights) and fused.cpp (RoPE, RMSNorm, SwiGLU).
 
 MLX compiles its own fused CPU loops the same way (with the system's C++ compiler, at run
 time). An MLX extension must share MLX's nanobind ABI and domain ("mlx"): it is built against
 the installed `mlx` headers and library with the `nanobind` package's sources. A build that
 fails (no compiler, an ABI mismatch) leaves a note beside it, so the next load does not retry
-the same build; decoding then reads the f32 weights, as before.
+the same build; the model then runs on MLX's own ops. The fused ops are used only while they give
+MLX's results bit for bit (checked on every load: another MLX may round differently).
 """
 
 import hashlib
@@ -18,12 +20,14 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("quantized_matmul.cpp")
-MODULE = "_quantized_matmul"
+HERE = Path(__file__).parent
+SOURCES = [HERE / name for name in ("module.cpp", "quantized_matmul.cpp", "fused.cpp")]
+HEADERS = [HERE / name for name in ("quantized_matmul.h", "fused.h")]
+MODULE = "_kernels"
 BUILD_SECONDS = 600
 
 
-def quantized_matmul():
+def kernels():
     """The compiled kernel module, or None (with the reason in the build directory's note)."""
     if os.environ.get("EDGE_REPAIR_KERNEL", "").lower() == "off":
         return None
@@ -44,15 +48,52 @@ def quantized_matmul():
     except ImportError as err:
         _give_up(directory, f"cannot load the built kernel: {err}")
         return None
-    problem = _self_test(module)
+    problem = _check_quantized(module)
     if problem:
         _give_up(directory, problem)
         return None
+    module.fused_problem = _check_fused(module)  # cheap; a mismatch leaves the matmul kernel in use
+    if module.fused_problem:
+        from edge_repair.progress import status
+
+        status(f"RoPE, RMSNorm and SwiGLU use MLX's ops: {module.fused_problem}")
     sys.modules[MODULE] = module
     return module
 
 
-def _self_test(module) -> str | None:
+def fused_ops():
+    """The kernel module if its RoPE, RMSNorm and SwiGLU give MLX's results bit for bit, else None."""
+    module = kernels()
+    return module if module is not None and module.fused_problem is None else None
+
+
+def _check_fused(module) -> str | None:
+    """Why the fused ops cannot stand in for MLX's (None: bit-identical on random rows)."""
+    import mlx.core as mx
+
+    from edge_repair import cpu_swiglu
+    from edge_repair.cpu_fused import rope_table
+
+    keys = mx.random.split(mx.random.key(7), 4)
+    x = mx.random.normal((2, 3, 5, 64), key=keys[0]) * 4.0
+    weight = mx.random.normal((64,), key=keys[1])
+    gate, up = mx.random.normal((7, 96), key=keys[2]) * 8.0, mx.random.normal((7, 96), key=keys[3])
+    offsets = mx.array([3, 40])
+    for traditional in (True, False):
+        for dims, offset in ((64, 11), (32, offsets)):
+            table = rope_table(x.shape[0] if isinstance(offset, mx.array) else 1, x.shape[2], dims, 10000.0, 1.0,
+                               offset)
+            want = mx.fast.rope(x, dims, traditional=traditional, base=10000.0, scale=1.0, offset=offset)
+            if not mx.array_equal(module.rope_rotate(x, table, dims, traditional), want).item():
+                return "RoPE differs from mx.fast.rope"
+    if not mx.array_equal(module.rms_norm(x, weight, 1e-5), mx.fast.rms_norm(x, weight, 1e-5)).item():
+        return "RMSNorm differs from mx.fast.rms_norm"
+    if not mx.array_equal(module.swiglu(gate, up), cpu_swiglu.compiled_swiglu(gate, up)).item():
+        return "SwiGLU differs from cpu_swiglu's"
+    return None
+
+
+def _check_quantized(module) -> str | None:
     """Why the loaded kernel cannot be used (None: it matches MLX's dequantized matmul)."""
     import mlx.core as mx
 
@@ -104,7 +145,7 @@ def _build_dir() -> Path | None:
         root = models_dir()
     except StateError:  # no writable cache: the kernel is an optimisation, never a requirement
         return None
-    digest = hashlib.sha256(SOURCE.read_bytes())
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in SOURCES + HEADERS))
     # -march=native: the build is for this CPU model (a shared cache directory may see others).
     for part in (tools["versions"], tools["compiler"], platform.machine(), sysconfig.get_config_var("EXT_SUFFIX"),
                  _cpu_model()):
@@ -128,14 +169,15 @@ def _build(library: Path, tools: dict) -> None:
     from edge_repair.progress import status
 
     nb = tools["nanobind"]
-    status("compiling the CPU decoding kernel for this machine (once, ~10 s)")
+    status("compiling the CPU kernels for this machine (once, ~20 s)")
     with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
         target = Path(scratch) / library.name
-        command = [tools["compiler"], "-std=c++20", "-O3", "-march=native", "-fPIC", "-shared", "-fvisibility=hidden",
-                   "-DNDEBUG", "-DNB_DOMAIN=mlx", f"-I{tools['mlx'] / 'include'}", f"-I{nb / 'include'}",
-                   f"-I{nb / 'ext' / 'robin_map' / 'include'}", f"-I{sysconfig.get_paths()['include']}",
-                   str(SOURCE), str(nb / "src" / "nb_combined.cpp"), f"-L{tools['mlx'] / 'lib'}", "-lmlx",
-                   f"-Wl,-rpath,{tools['mlx'] / 'lib'}", "-o", str(target)]
+        # -ffp-contract=off: no product fused into an add, so the fused ops round as MLX does.
+        command = [tools["compiler"], "-std=c++20", "-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared",
+                   "-fvisibility=hidden", "-DNDEBUG", "-DNB_DOMAIN=mlx", f"-I{tools['mlx'] / 'include'}",
+                   f"-I{nb / 'include'}", f"-I{nb / 'ext' / 'robin_map' / 'include'}",
+                   f"-I{sysconfig.get_paths()['include']}", *map(str, SOURCES), str(nb / "src" / "nb_combined.cpp"),
+                   f"-L{tools['mlx'] / 'lib'}", "-lmlx", f"-Wl,-rpath,{tools['mlx'] / 'lib'}", "-o", str(target)]
         if sys.platform == "darwin":
             command += ["-undefined", "dynamic_lookup"]
         try:
@@ -155,4 +197,4 @@ def _give_up(directory: Path, reason: str, detail: str = "") -> None:
     from edge_repair.progress import status
 
     (directory / "failed.txt").write_text(f"{reason}\n{detail}")
-    status(f"decoding uses the f32 weights: {reason} (details: {directory / 'failed.txt'})")
+    status(f"no native CPU kernels (MLX's ops are used): {reason} (details: {directory / 'failed.txt'})")

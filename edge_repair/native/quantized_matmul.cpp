@@ -11,7 +11,7 @@
 // the lowest bits first; scales, biases (N, K/G) per group of G along K (f32, f16 or bf16, all
 // exact in f32). y (M, N) = x (M, K) · Wᵀ.
 
-#include <nanobind/nanobind.h>
+#include "quantized_matmul.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -28,7 +28,6 @@
 #include "mlx/mlx.h"
 #include "mlx/primitives.h"
 
-namespace nb = nanobind;
 using namespace mlx::core;
 
 namespace {
@@ -306,8 +305,12 @@ class QuantizedRows : public UnaryPrimitive {
   int group_size_, bits_;
 };
 
-array quantized_matmul_rows(const array& x, const array& w, const array& scales, const array& biases,
-                            const array& dense, int group_size, int bits) {
+}  // namespace
+
+namespace quantized {
+
+array matmul_rows(const array& x, const array& w, const array& scales, const array& biases, const array& dense,
+                  int group_size, int bits) {
   if (bits != 4 && bits != 8) throw std::invalid_argument("quantized_rows: bits must be 4 or 8");
   if (group_size % 32 != 0) throw std::invalid_argument("quantized_rows: group size must be a multiple of 32");
   if (w.dtype() != uint32 || w.ndim() != 2) throw std::invalid_argument("quantized_rows: w must be 2-D uint32");
@@ -328,11 +331,4 @@ array quantized_matmul_rows(const array& x, const array& w, const array& scales,
   return array(shape, float32, std::make_shared<QuantizedRows>(stream, group_size, bits), std::move(inputs));
 }
 
-}  // namespace
-
-NB_MODULE(_quantized_matmul, m) {
-  m.doc() = "x @ dense.T for a few rows of x, reading dense's quantized form w, scales, biases (CPU)";
-  m.def("quantized_matmul_rows", &quantized_matmul_rows, nb::arg("x"), nb::arg("w"), nb::arg("scales"),
-        nb::arg("biases"), nb::arg("dense"), nb::arg("group_size"), nb::arg("bits"),
-        "dense: the f32 weight w dequantizes to (scale·q + bias in f32); only gradients read it");
-}
+}  // namespace quantized
