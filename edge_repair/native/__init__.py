@@ -62,9 +62,12 @@ def kernels():
 
 
 def fused_ops():
-    """The kernel module if its RoPE, RMSNorm and SwiGLU give MLX's results bit for bit, else None."""
+    """The kernel module if its RoPE, RMSNorm and SwiGLU give MLX's results bit for bit, else None
+    (also with EDGE_REPAIR_KERNEL=matmul: only the quantized matmul, for comparisons)."""
     module = kernels()
-    return module if module is not None and module.fused_problem is None else None
+    if module is None or os.environ.get("EDGE_REPAIR_KERNEL", "").lower() == "matmul":
+        return None
+    return module if module.fused_problem is None else None
 
 
 def _check_fused(module) -> str | None:
