@@ -135,3 +135,11 @@ def test_the_load_check_catches_an_op_that_rounds_differently(ops, broken, reaso
     fake[broken] = lambda *args, _op=fake[broken]: _op(*args) * (1.0 + 2.0 ** -20)  # off by an ulp or so
     assert native._check_fused(SimpleNamespace(**fake)).startswith(reason)
     assert native._check_fused(ops) is None
+
+
+@needs_kernel
+def test_kernel_matmul_keeps_only_the_quantized_matmul(tiny_model_dir, ops, monkeypatch):
+    monkeypatch.setenv("EDGE_REPAIR_KERNEL", "matmul")  # for comparisons (scripts/bench_speed.py)
+    assert native.kernels() is not None and native.fused_ops() is None
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    assert not any(isinstance(m, cpu_fused.FusedRMSNorm) for _, m in patient.model.named_modules())
