@@ -62,6 +62,15 @@ struct Elements {
   }
 };
 
+// Allocates `out` and registers the arrays with the stream's encoder; returns it for dispatch.
+cpu::CommandEncoder& encoder_for(const Stream& stream, const std::vector<array>& inputs, array& out) {
+  out.set_data(allocator::malloc(out.nbytes()));
+  auto& encoder = cpu::get_command_encoder(stream);
+  for (const auto& a : inputs) encoder.set_input_array(a);
+  encoder.set_output_array(out);
+  return encoder;
+}
+
 // Rotates x (B, H, T, D; any strides) by a table of (cos, sin) pairs
 // (Bt, T, dims): [c0, s0, c1, s1, …], Bt = 1 or B. `forward` as mx.fast.rope's; its inverse is
 // the gradient. The first `dims` features rotate, pairwise (traditional) or half against half.
@@ -72,11 +81,7 @@ class RopeRotate : public UnaryPrimitive {
 
   void eval_cpu(const std::vector<array>& inputs, array& out) override {
     const array &x = inputs[0], &table = inputs[1];
-    out.set_data(allocator::malloc(out.nbytes()));
-    auto& encoder = cpu::get_command_encoder(stream());
-    encoder.set_input_array(x);
-    encoder.set_input_array(table);
-    encoder.set_output_array(out);
+    auto& encoder = encoder_for(stream(), inputs, out);
     const int B = x.shape(0), H = x.shape(1), T = x.shape(2), D = x.shape(3);
     const int64_t sb = x.strides(0), sh = x.strides(1), st = x.strides(2), sd = x.strides(3);
     const int64_t table_batch = table.shape(0) == 1 ? 0 : int64_t(T) * dims_;
@@ -139,11 +144,7 @@ class RmsNorm : public UnaryPrimitive {
 
   void eval_cpu(const std::vector<array>& inputs, array& out) override {
     const array &x = inputs[0], &weight = inputs[1];
-    out.set_data(allocator::malloc(out.nbytes()));
-    auto& encoder = cpu::get_command_encoder(stream());
-    encoder.set_input_array(x);
-    encoder.set_input_array(weight);
-    encoder.set_output_array(out);
+    auto& encoder = encoder_for(stream(), inputs, out);
     const int D = x.shape(-1);
     const int64_t rows = x.size() / D;
     encoder.dispatch([input = Elements(x), weight = Elements(weight), y = out.data<float>(), rows, D, eps = eps_]() {
@@ -214,11 +215,7 @@ class SwiGlu : public UnaryPrimitive {
 
   void eval_cpu(const std::vector<array>& inputs, array& out) override {
     const array &gate = inputs[0], &up = inputs[1];
-    out.set_data(allocator::malloc(out.nbytes()));
-    auto& encoder = cpu::get_command_encoder(stream());
-    encoder.set_input_array(gate);
-    encoder.set_input_array(up);
-    encoder.set_output_array(out);
+    auto& encoder = encoder_for(stream(), inputs, out);
     encoder.dispatch([gate = Elements(gate), up = Elements(up), y = out.data<float>(), n = int64_t(out.size())]() {
       std::vector<float> g_scratch, u_scratch;
       const float *g = gate.row_major(g_scratch), *u = up.row_major(u_scratch);
