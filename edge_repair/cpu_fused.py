@@ -24,16 +24,18 @@ def rope_table(batch: int, length: int, dims: int, base: float, scale: float, of
 
 class RopeTables:
     """The (cos, sin) table of the last positions asked for: one forward pass asks each of its
-    layers' RoPE for the same ones. Keyed by the offset object itself (an array offset is held,
-    so its id cannot be reused while it is the key)."""
+    layers' RoPE for the same ones. Keyed by an int offset's value or an array offset's identity
+    (the array is held, so its id cannot be reused while it is the key). The model's forward
+    pass is never traced by mx.compile here (a traced table would outlive its trace)."""
 
     def __init__(self):
         self._last = None  # (length, offset, dims, base, scale, table)
 
     def table(self, length: int, offset, dims: int, base: float, scale: float) -> mx.array:
         last = self._last
-        if (last is not None and last[0] == length and last[2:5] == (dims, base, scale)
-                and (last[1] is offset or (isinstance(offset, int) and last[1] == offset))):
+        same_offset = last is not None and (last[1] is offset or (type(offset) is int and type(last[1]) is int
+                                                                  and last[1] == offset))
+        if same_offset and last[0] == length and last[2:5] == (dims, base, scale):
             return last[5]
         batch = offset.size if isinstance(offset, mx.array) and offset.size > 1 else 1
         table = rope_table(batch, length, dims, base, scale, offset)

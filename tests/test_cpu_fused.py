@@ -115,7 +115,8 @@ def test_one_forward_pass_computes_one_rope_table(monkeypatch):
     tables.table(1, offset, 8, 10000.0, 1.0)
     tables.table(1, offset, 8, 10000.0, 1.0)
     tables.table(1, mx.array([3, 4]), 8, 10000.0, 1.0)  # an equal array is another step's: not trusted
-    assert [args[1:3] for args in made] == [(5, 8), (1, 8), (1, 8), (1, 8)]
+    tables.table(1, 12, 8, 10000.0, 1.0)  # an int offset after an array one (one prompt after a batch)
+    assert [args[1:3] for args in made] == [(5, 8), (1, 8), (1, 8), (1, 8), (1, 8)]
     assert made[2][0] == 2  # per-row offsets: a table per row
 
 
