@@ -5,7 +5,7 @@ MLX's CPU backend runs mx.fast.rope and mx.fast.rms_norm as chains of small ops:
 default model makes 60 and 61 of them, a quarter of a decoding step. A RoPE's cos and sin
 depend only on the positions, which every layer of a forward pass shares: the model's RoPE
 layers share one table, computed by mx.fast.rope itself (so it holds MLX's values), and each
-layer only rotates. The outputs are bit-identical to MLX's (native.fused_ops checks it on load).
+layer only rotates. The outputs are bit-identical to MLX's (native.fused_op checks it on load).
 """
 
 import mlx.core as mx
@@ -76,16 +76,14 @@ class FusedRMSNorm(nn.RMSNorm):
 
 
 def use_for(model: nn.Module) -> int:
-    """Swap the model's RoPE and RMSNorm layers (exactly nn.RoPE / nn.RMSNorm) for the fused ones;
-    returns how many were swapped (0 without the native kernels)."""
-    ops = native.fused_ops()
-    if ops is None:
-        return 0
+    """Swap the model's RoPE and RMSNorm layers (exactly nn.RoPE / nn.RMSNorm) for the fused ones
+    whose native op is in use; returns how many were swapped (0 without the native kernels)."""
+    rope, norm = native.fused_op("rope_rotate"), native.fused_op("rms_norm")
     tables, swapped = RopeTables(), []
     for path, module in model.named_modules():
-        if type(module) is nn.RoPE and module.base is not None:
-            swapped.append((path, FusedRoPE.wrap(module, tables, ops)))
-        elif type(module) is nn.RMSNorm:
-            swapped.append((path, FusedRMSNorm.wrap(module, ops)))
+        if rope and type(module) is nn.RoPE and module.base is not None:
+            swapped.append((path, FusedRoPE.wrap(module, tables, rope)))
+        elif norm and type(module) is nn.RMSNorm:
+            swapped.append((path, FusedRMSNorm.wrap(module, norm)))
     model.update_modules(tree_unflatten(swapped))
     return len(swapped)

@@ -16,8 +16,9 @@ needs_kernel = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("
 
 @pytest.fixture
 def ops():
-    module = native.fused_ops()
-    assert module is not None, native.failure() or sys.modules[native.MODULE].fused_problem
+    module = native.kernels()
+    assert module is not None, native.failure()
+    assert all(native.fused_op(name) for name in native.FUSED), module.fused_problems
     return module
 
 
@@ -96,7 +97,7 @@ def test_a_loaded_model_gives_mlx_outputs_bit_for_bit(tiny_model_dir, ops, monke
     prompts = ["hello there", "what is the capital of a place", "x"]
     ours = patient.model(tokens), greedy_tokens(patient, prompts, 8)  # per-row offsets in batched decoding
 
-    monkeypatch.setattr(native, "fused_ops", lambda: None)  # MLX's ops throughout
+    monkeypatch.setattr(native, "fused_op", lambda name: None)  # MLX's ops throughout
     plain = load_patient(str(tiny_model_dir), compute="f32")
     assert not any(isinstance(m, cpu_fused.FusedRoPE) for _, m in plain.model.named_modules())
     assert [k for k, _ in tree_flatten(plain.model.parameters())] == keys  # adapters and fuse see the same model
@@ -120,11 +121,13 @@ def test_one_forward_pass_computes_one_rope_table(monkeypatch):
     assert made[2][0] == 2  # per-row offsets: a table per row
 
 
-def test_models_keep_mlx_ops_when_the_fused_ops_differ(tiny_model_dir, monkeypatch):
-    monkeypatch.setattr(native, "fused_ops", lambda: None)
+@needs_kernel
+def test_an_op_that_differs_keeps_mlx_s_and_the_others_stay_native(tiny_model_dir, ops, monkeypatch):
+    monkeypatch.setattr(ops, "fused_problems", {"rms_norm": "RMSNorm differs from mx.fast.rms_norm"})
     patient = load_patient(str(tiny_model_dir), compute="f32")
-    assert all(type(m) is not cpu_fused.FusedRMSNorm for _, m in patient.model.named_modules())
-    assert any(type(m) is nn.RMSNorm for _, m in patient.model.named_modules())
+    kinds = {type(m) for _, m in patient.model.named_modules()}
+    assert nn.RMSNorm in kinds and cpu_fused.FusedRMSNorm not in kinds and cpu_fused.FusedRoPE in kinds
+    assert native.fused_op("swiglu") is ops and native.fused_op("rms_norm") is None
 
 
 @needs_kernel
@@ -132,15 +135,16 @@ def test_models_keep_mlx_ops_when_the_fused_ops_differ(tiny_model_dir, monkeypat
 def test_the_load_check_catches_an_op_that_rounds_differently(ops, broken, reason):
     from types import SimpleNamespace
 
-    fake = {name: getattr(ops, name) for name in ("rope_rotate", "rms_norm", "swiglu")}
+    fake = {name: getattr(ops, name) for name in native.FUSED}
     fake[broken] = lambda *args, _op=fake[broken]: _op(*args) * (1.0 + 2.0 ** -20)  # off by an ulp or so
-    assert native._check_fused(SimpleNamespace(**fake)).startswith(reason)
-    assert native._check_fused(ops) is None
+    problems = native._check_fused(SimpleNamespace(**fake))
+    assert list(problems) == [broken] and problems[broken].startswith(reason)
+    assert native._check_fused(ops) == {}
 
 
 @needs_kernel
 def test_kernel_matmul_keeps_only_the_quantized_matmul(tiny_model_dir, ops, monkeypatch):
     monkeypatch.setenv("EDGE_REPAIR_KERNEL", "matmul")  # for comparisons (scripts/bench_speed.py)
-    assert native.kernels() is not None and native.fused_ops() is None
+    assert native.kernels() is not None and not any(native.fused_op(name) for name in native.FUSED)
     patient = load_patient(str(tiny_model_dir), compute="f32")
     assert not any(isinstance(m, cpu_fused.FusedRMSNorm) for _, m in patient.model.named_modules())

@@ -38,8 +38,9 @@ def device_info(model_path: Path | None = None) -> dict:
 
     kernel = "off" if os.environ.get("EDGE_REPAIR_KERNEL", "").lower() == "off" else (
         "native" if native.MODULE in sys.modules else native.failure() or "not loaded")
-    fused = (kernel if kernel != "native" else "native" if native.fused_ops() is not None else
-             sys.modules[native.MODULE].fused_problem or "off")
+    problems = sys.modules[native.MODULE].fused_problems if kernel == "native" else {}
+    fused = {op: kernel if kernel != "native" else "native" if native.fused_op(op) else problems.get(op, "off")
+             for op in native.FUSED}
     info = {
         "platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
         "python": platform.python_version(), "mlx": mx.__version__, "mlx_lm": _version("mlx-lm"),

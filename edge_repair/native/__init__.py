@@ -5,8 +5,9 @@ MLX compiles its own fused CPU loops the same way (with the system's C++ compile
 time). An MLX extension must share MLX's nanobind ABI and domain ("mlx"): it is built against
 the installed `mlx` headers and library with the `nanobind` package's sources. A build that
 fails (no compiler, an ABI mismatch) leaves a note beside it, so the next load does not retry
-the same build; the model then runs on MLX's own ops. The fused ops are used only while they give
-MLX's results bit for bit (checked on every load: another MLX may round differently).
+the same build; the model then runs on MLX's own ops. Each fused op is used only while it gives
+MLX's results bit for bit (checked on every load: another MLX build may round differently, e.g.
+its JIT-compiled SwiGLU loop fuses multiply-adds where the compiler does, as GCC does on aarch64).
 """
 
 import hashlib
@@ -52,26 +53,30 @@ def kernels():
     if problem:
         _give_up(directory, problem)
         return None
-    module.fused_problem = _check_fused(module)  # cheap; a mismatch leaves the matmul kernel in use
-    if module.fused_problem:
+    module.fused_problems = _check_fused(module)  # ~4 ms; a mismatch leaves the other kernels in use
+    if module.fused_problems:
         from edge_repair.progress import status
 
-        status(f"RoPE, RMSNorm and SwiGLU use MLX's ops: {module.fused_problem}")
+        status(f"MLX's own ops are used where the native ones differ: {'; '.join(module.fused_problems.values())}")
     sys.modules[MODULE] = module
     return module
 
 
-def fused_ops():
-    """The kernel module if its RoPE, RMSNorm and SwiGLU give MLX's results bit for bit, else None
-    (also with EDGE_REPAIR_KERNEL=matmul: only the quantized matmul, for comparisons)."""
+FUSED = ("rope_rotate", "rms_norm", "swiglu")
+
+
+def fused_op(name: str):
+    """The kernel module if its fused op `name` (one of FUSED) gives MLX's results bit for bit, else
+    None (also with EDGE_REPAIR_KERNEL=matmul: only the quantized matmul, for comparisons)."""
     module = kernels()
     if module is None or os.environ.get("EDGE_REPAIR_KERNEL", "").lower() == "matmul":
         return None
-    return module if module.fused_problem is None else None
+    return None if name in module.fused_problems else module
 
 
-def _check_fused(module) -> str | None:
-    """Why the fused ops cannot stand in for MLX's (None: bit-identical on random rows)."""
+def _check_fused(module) -> dict[str, str]:
+    """op name -> why it cannot stand in for MLX's, for each fused op that is not bit-identical to
+    MLX's on random rows (empty: all are)."""
     import mlx.core as mx
 
     from edge_repair import cpu_swiglu
@@ -82,18 +87,19 @@ def _check_fused(module) -> str | None:
     weight = mx.random.normal((64,), key=keys[1])
     gate, up = mx.random.normal((7, 96), key=keys[2]) * 8.0, mx.random.normal((7, 96), key=keys[3])
     offsets = mx.array([3, 40])
+    problems = {}
     for traditional in (True, False):
         for dims, offset in ((64, 11), (32, offsets)):
             table = rope_table(x.shape[0] if isinstance(offset, mx.array) else 1, x.shape[2], dims, 10000.0, 1.0,
                                offset)
             want = mx.fast.rope(x, dims, traditional=traditional, base=10000.0, scale=1.0, offset=offset)
             if not mx.array_equal(module.rope_rotate(x, table, dims, traditional), want).item():
-                return "RoPE differs from mx.fast.rope"
+                problems["rope_rotate"] = "RoPE differs from mx.fast.rope"
     if not mx.array_equal(module.rms_norm(x, weight, 1e-5), mx.fast.rms_norm(x, weight, 1e-5)).item():
-        return "RMSNorm differs from mx.fast.rms_norm"
+        problems["rms_norm"] = "RMSNorm differs from mx.fast.rms_norm"
     if not mx.array_equal(module.swiglu(gate, up), cpu_swiglu.compiled_swiglu(gate, up)).item():
-        return "SwiGLU differs from cpu_swiglu's"
-    return None
+        problems["swiglu"] = "SwiGLU differs from cpu_swiglu's"
+    return problems
 
 
 def _check_quantized(module) -> str | None:
