@@ -7,7 +7,7 @@ the installed `mlx` headers and library with the `nanobind` package's sources. A
 fails (no compiler, an ABI mismatch) leaves a note beside it, so the next load does not retry
 the same build; the model then runs on MLX's own ops. Each fused op is used only while it gives
 MLX's results bit for bit (checked on every load: another MLX build may round differently, e.g.
-its JIT-compiled SwiGLU loop fuses multiply-adds where the compiler does, as GCC does on aarch64).
+if the compiler fuses multiply-adds in MLX's JIT-compiled SwiGLU loop, as GCC may on aarch64).
 """
 
 import hashlib
