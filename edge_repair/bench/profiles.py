@@ -34,7 +34,8 @@ LORA = {"rank": 16, "scale": 20.0, "dropout": 0.0,
 IMPLANT_STEPS = 120
 LORA_LAYERS = 16  # the top layers get adapters (gradients flow through them only)
 LEARNING_RATE = 3e-5  # with LoRA scale 20: memorises all 8 profiles in 120 steps (1e-4 did too, with more damage)
-VERSION = "1"  # bump when the profiles, their phrasing or the training change
+VERSION = "2"  # bump when the profiles, their phrasing, the training or the base weights change
+# (2: retrained on the f32 weights computed exactly, session 20; 1 was trained on float16-rounded ones)
 
 
 @dataclass
