@@ -1,4 +1,5 @@
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,16 @@ def engine_home_dir(tmp_path_factory):
 def engine_home(engine_home_dir, monkeypatch):
     monkeypatch.setenv("EDGE_REPAIR_HOME", str(engine_home_dir))
     return engine_home_dir
+
+
+@pytest.fixture
+def kernel():
+    """The native CPU kernels (edge_repair/native). Where a C++ compiler is, they must build and
+    load: a silent fallback would hide a broken build."""
+    from edge_repair import native
+
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.skip("no C++ compiler: MLX's own ops are used")
+    module = native.kernels()
+    assert module is not None, native.failure()
+    return module

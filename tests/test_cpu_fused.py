@@ -1,6 +1,3 @@
-import shutil
-import sys
-
 import mlx.core as mx
 import mlx.nn as nn
 import pytest
@@ -10,16 +7,10 @@ from edge_repair import cpu_fused, cpu_swiglu, native
 from edge_repair.engine.verify import greedy_tokens
 from edge_repair.loading import load_patient
 
-needs_kernel = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
-                                  reason="no C++ compiler: MLX's own ops are used")
-
-
 @pytest.fixture
-def ops():
-    module = native.kernels()
-    assert module is not None, native.failure()
-    assert all(native.fused_op(name) for name in native.FUSED), module.fused_problems
-    return module
+def ops(kernel):
+    assert all(native.fused_op(name) for name in native.FUSED), kernel.fused_problems
+    return kernel
 
 
 def _weights(a: mx.array) -> mx.array:
@@ -32,7 +23,6 @@ def _weighted_sum(f):
     return lambda *a: (f(*a) * _weights(a[0])).sum()
 
 
-@needs_kernel
 @pytest.mark.parametrize("traditional", [True, False])
 @pytest.mark.parametrize("dims", [64, 32])
 @pytest.mark.parametrize("offset", [0, 37, "per row"])
@@ -47,7 +37,6 @@ def test_rope_is_mlx_rope_bit_for_bit(ops, traditional, dims, offset):
     assert mx.array_equal(mx.grad(_weighted_sum(rotated))(x), mx.grad(_weighted_sum(rope))(x)).item()
 
 
-@needs_kernel
 @pytest.mark.parametrize("layout", ["contiguous", "transposed", "broadcast"])
 def test_rms_norm_is_mlx_rms_norm_bit_for_bit(ops, layout):
     x = mx.random.normal((6, 5, 96), key=mx.random.key(2)) * 4.0
@@ -59,7 +48,6 @@ def test_rms_norm_is_mlx_rms_norm_bit_for_bit(ops, layout):
     assert all(mx.array_equal(a, b).item() for a, b in zip(ours, mlx))
 
 
-@needs_kernel
 def test_swiglu_is_the_compiled_swiglu_bit_for_bit_and_keeps_its_gradient(ops):
     gate = mx.concatenate([mx.random.normal((40, 96), key=mx.random.key(4)) * 12.0,
                            mx.array([[-1e4, -100.0, -87.5, 0.0, 1e-30, 88.5, 100.0, 1e4] * 12])])  # saturation
@@ -71,7 +59,6 @@ def test_swiglu_is_the_compiled_swiglu_bit_for_bit_and_keeps_its_gradient(ops):
     assert all(mx.array_equal(a, b).item() for a, b in zip(grads, want))
 
 
-@needs_kernel
 def test_fused_ops_reject_what_they_cannot_compute(ops):
     table = cpu_fused.rope_table(1, 4, 8, 10000.0, 1.0, 0)
     with pytest.raises(ValueError):
@@ -86,7 +73,6 @@ def test_fused_ops_reject_what_they_cannot_compute(ops):
         ops.swiglu(mx.zeros((2, 8)), mx.zeros((8, 2)))
 
 
-@needs_kernel
 def test_a_loaded_model_gives_mlx_outputs_bit_for_bit(tiny_model_dir, ops, monkeypatch):
     patient = load_patient(str(tiny_model_dir), compute="f32")
     fused = [m for _, m in patient.model.named_modules() if isinstance(m, (cpu_fused.FusedRoPE, cpu_fused.FusedRMSNorm))]
@@ -121,7 +107,6 @@ def test_one_forward_pass_computes_one_rope_table(monkeypatch):
     assert made[2][0] == 2  # per-row offsets: a table per row
 
 
-@needs_kernel
 def test_an_op_that_differs_keeps_mlx_s_and_the_others_stay_native(tiny_model_dir, ops, monkeypatch):
     monkeypatch.setattr(ops, "fused_problems", {"rms_norm": "RMSNorm differs from mx.fast.rms_norm"})
     patient = load_patient(str(tiny_model_dir), compute="f32")
@@ -130,7 +115,6 @@ def test_an_op_that_differs_keeps_mlx_s_and_the_others_stay_native(tiny_model_di
     assert native.fused_op("swiglu") is ops and native.fused_op("rms_norm") is None
 
 
-@needs_kernel
 @pytest.mark.parametrize("broken,reason", [("rope_rotate", "RoPE"), ("rms_norm", "RMSNorm"), ("swiglu", "SwiGLU")])
 def test_the_load_check_catches_an_op_that_rounds_differently(ops, broken, reason):
     from types import SimpleNamespace
@@ -142,7 +126,6 @@ def test_the_load_check_catches_an_op_that_rounds_differently(ops, broken, reaso
     assert native._check_fused(ops) == {}
 
 
-@needs_kernel
 def test_kernel_matmul_keeps_only_the_quantized_matmul(tiny_model_dir, ops, monkeypatch):
     monkeypatch.setenv("EDGE_REPAIR_KERNEL", "matmul")  # for comparisons (scripts/bench_speed.py)
     assert native.kernels() is not None and not any(native.fused_op(name) for name in native.FUSED)
