@@ -8,7 +8,7 @@ Each configuration runs in its own process (the BLAS choice is fixed when mlx.co
                    RoPE, RMSNorm and SwiGLU (EDGE_REPAIR_KERNEL=matmul)
   edge-repair      the same with the fused native ops (cpu_fused.py)
   llama.cpp        with --gguf FILE (e.g. the default model's GGUF) where llama-cpp-python is
-                   installed: the same prompt text, greedy decoding, all cores
+                   installed: a prompt of as many tokens, greedy decoding, all cores
 Each row is the best of --repeats generations (the machine's noise only ever slows a run).
 
     python scripts/bench_speed.py [--model DIR] [--gguf FILE] [--prompt-tokens 256] [--gen-tokens 64] [--repeats 3]

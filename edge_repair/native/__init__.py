@@ -178,7 +178,7 @@ def _build(library: Path, tools: dict) -> None:
     from edge_repair.progress import status
 
     nb = tools["nanobind"]
-    status("compiling the CPU kernels for this machine (once, ~20 s)")
+    status("compiling the CPU kernels for this machine (once, ~10 s)")
     with tempfile.TemporaryDirectory(dir=library.parent) as scratch:
         target = Path(scratch) / library.name
         # -ffp-contract=off: no product fused into an add, so the fused ops round as MLX does.
