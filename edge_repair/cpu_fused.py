@@ -29,18 +29,17 @@ class RopeTables:
     pass is never traced by mx.compile here (a traced table would outlive its trace)."""
 
     def __init__(self):
-        self._last = None  # (length, offset, dims, base, scale, table)
+        self._shape, self._offset, self._table = None, None, None
 
     def table(self, length: int, offset, dims: int, base: float, scale: float) -> mx.array:
-        last = self._last
-        same_offset = last is not None and (last[1] is offset or (type(offset) is int and type(last[1]) is int
-                                                                  and last[1] == offset))
-        if same_offset and last[0] == length and last[2:5] == (dims, base, scale):
-            return last[5]
-        batch = offset.size if isinstance(offset, mx.array) and offset.size > 1 else 1
-        table = rope_table(batch, length, dims, base, scale, offset)
-        self._last = (length, offset, dims, base, scale, table)
-        return table
+        shape = (length, dims, base, scale)
+        same_offset = self._offset is offset or (type(offset) is int and type(self._offset) is int
+                                                 and self._offset == offset)
+        if not (same_offset and self._shape == shape):
+            batch = offset.size if isinstance(offset, mx.array) and offset.size > 1 else 1
+            self._shape, self._offset = shape, offset
+            self._table = rope_table(batch, length, dims, base, scale, offset)
+        return self._table
 
 
 class FusedRoPE(nn.RoPE):

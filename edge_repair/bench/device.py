@@ -38,9 +38,11 @@ def device_info(model_path: Path | None = None) -> dict:
 
     kernel = "off" if os.environ.get("EDGE_REPAIR_KERNEL", "").lower() == "off" else (
         "native" if native.MODULE in sys.modules else native.failure() or "not loaded")
-    problems = sys.modules[native.MODULE].fused_problems if kernel == "native" else {}
-    fused = {op: kernel if kernel != "native" else "native" if native.fused_op(op) else problems.get(op, "off")
-             for op in native.FUSED}
+    if kernel == "native":
+        problems = sys.modules[native.MODULE].fused_problems
+        fused = {op: "native" if native.fused_op(op) else problems.get(op, "off") for op in native.FUSED}
+    else:
+        fused = {op: kernel for op in native.FUSED}
     info = {
         "platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
         "python": platform.python_version(), "mlx": mx.__version__, "mlx_lm": _version("mlx-lm"),
