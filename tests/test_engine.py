@@ -172,10 +172,13 @@ def test_negative_bank_roundtrip_through_a_sealed_cache(tiny_model_dir, tmp_path
     assert again.follow_through.keys() == {1, 2}
     assert all(np.allclose(again.follow_through[l][0].down, bank.follow_through[l][0].down)
                and again.follow_through[l][1] == bank.follow_through[l][1] for l in (1, 2))
-    # float16 in memory, float32 (and a matching Gram) for a solve
-    rows, gram = bank.without([0], 2)
-    assert bank.rows[2].dtype == np.float16 and rows.dtype == np.float32
-    assert len(rows) == len(bank.rows[2]) - bank.lengths[0] and np.allclose(gram, rows.T @ rows, atol=1e-2)
+    # the prompts' shared chat-template prefix is held once; leaving a prompt out counts its tokens out
+    assert len(bank.rows[2]) < len(bank.tokens[2]) == sum(bank.lengths)
+    assert np.array_equal(again.tokens[2], bank.tokens[2]) and np.array_equal(again.grams[2], bank.grams[2])
+    kept = bank.without([0], 2)
+    tokens = bank.token_rows(2)[bank.lengths[0]:]
+    assert kept.rows.dtype == np.float32 and kept.counts.sum() == len(tokens)
+    assert np.allclose(kept.gram, tokens.T @ tokens, atol=1e-2) and np.allclose(kept.total(), tokens.sum(axis=0), atol=1e-3)
 
 
 def test_bank_inputs_captured_in_chunks_match_one_capture(tiny_model_dir):
@@ -201,23 +204,41 @@ def test_key_classifier_with_a_precomputed_gram_matches_the_plain_solve():
     d = 16
     positives, near, bank = rng.normal(size=(4, d)) + 2, rng.normal(size=(10, d)), rng.normal(size=(200, d))
     plain = gated.key_classifier(positives, np.concatenate([near, bank]), 0.1)
-    folded = gated.key_classifier(positives, near, 0.1, bank_rows=bank, bank_gram=bank.T @ bank)
+    folded = gated.key_classifier(positives, near, 0.1, gated.WeightedRows.plain(bank))
     assert np.allclose(plain, folded, atol=1e-6)
+
+
+def test_key_classifier_with_counted_rows_matches_the_rows_repeated():
+    d = 16
+    positives, near, distinct = rng.normal(size=(4, d)) + 2, rng.normal(size=(10, d)), rng.normal(size=(60, d))
+    counts = rng.integers(0, 5, size=60).astype(np.float64)  # 0: a row whose tokens were all left out
+    repeated = np.repeat(distinct, counts.astype(int), axis=0)
+    expected = gated.key_classifier(positives, near, 0.1, gated.WeightedRows.plain(repeated))
+    counted = gated.WeightedRows(distinct, counts, (distinct.T * counts) @ distinct)
+    assert np.allclose(gated.key_classifier(positives, near, 0.1, counted), expected, atol=1e-8)
+    # a left-out row scoring highest must not set the unit's margin
+    distinct[counts == 0] = positives[0] * 3
+    unit = gated.gated_unit(positives, near, np.ones(d), bank=counted)
+    plain = gated.gated_unit(positives, near, np.ones(d), bank=gated.WeightedRows.plain(repeated))
+    assert np.isclose(unit.margin, plain.margin) and np.allclose(unit.gate, plain.gate)
 
 
 def test_bank_without_a_prompt_drops_its_rows_and_gram():
     from edge_repair.engine.negatives import NegativeBank
 
     rows = rng.normal(size=(9, 4)).astype(np.float32)
+    rows[[2, 5, 8]] = rows[0]  # like a shared chat-template prefix: one row, three tokens
     bank = NegativeBank({3: rows}, {3: np.ones(8)}, [2, 3, 4], check_replies=[[1, 2], [3]],
                         guard_tokens=[[5, 6, 7]], guard_perplexity=12.5)
-    kept, gram = bank.without([1], 3)
-    stored = rows.astype(np.float16).astype(np.float32)  # rows are held as float16
-    assert np.allclose(kept, stored[[0, 1, 5, 6, 7, 8]]) and np.allclose(gram, kept.T @ kept, atol=1e-5)
-    for dropped, left in (([0, 2, 2], [2, 3, 4]), ([], list(range(9))), ([0, 1, 2], [])):
-        kept, gram = bank.without(dropped, 3)
-        assert np.array_equal(kept, stored[left]) and np.allclose(gram, kept.T @ kept, atol=1e-5)
+    stored = rows.astype(np.float16).astype(np.float32)  # float16 values
+    assert len(bank.rows[3]) == 6 and np.array_equal(bank.token_rows(3), stored)
+    for dropped, left in (([1], [0, 1, 5, 6, 7, 8]), ([0, 2, 2], [2, 3, 4]), ([], list(range(9))), ([0, 1, 2], [])):
+        kept = bank.without(dropped, 3)
+        assert np.array_equal(kept.rows, bank.rows[3]) and kept.counts.sum() == len(left)
+        assert np.allclose(kept.gram, stored[left].T @ stored[left], atol=1e-5)
+        assert np.allclose(kept.total(), stored[left].sum(axis=0), atol=1e-5)
     again = NegativeBank.from_bytes(bank.to_bytes())
+    assert np.array_equal(again.rows[3], bank.rows[3]) and np.array_equal(again.token_rows(3), stored)
     assert again.lengths == [2, 3, 4] and again.check_replies == [[1, 2], [3]]
     assert again.guard_tokens == [[5, 6, 7]] and again.guard_perplexity == 12.5
     bank.entity_vectors = rng.normal(size=(3, 4)).astype(np.float32)
@@ -239,9 +260,9 @@ def test_a_blind_key_with_a_bank_equals_the_key_of_the_projected_data():
     blind = rng.normal(size=(2, d))
     basis = np.linalg.svd(blind, full_matrices=False)[2]
     project = np.eye(d) - basis.T @ basis
-    expected = gated.key_classifier(positives @ project, negatives @ project, 0.1, bank @ project,
-                                    project @ (bank.T @ bank) @ project)
-    w = gated.key_classifier(positives, negatives, 0.1, bank, bank.T @ bank, blind=blind)
+    projected = gated.WeightedRows(bank @ project, np.ones(len(bank)), project @ (bank.T @ bank) @ project)
+    expected = gated.key_classifier(positives @ project, negatives @ project, 0.1, projected)
+    w = gated.key_classifier(positives, negatives, 0.1, gated.WeightedRows.plain(bank), blind=blind)
     assert np.allclose(w, expected, atol=1e-8)
 
 
@@ -503,7 +524,7 @@ def test_literal_stamp_from_cached_stats_steers_the_forget_tokens_and_holds_the_
     tok, layer = patient.tokenizer, 2
     retain = [chat_tokens(tok, "Name a fruit.")]  # with the forget rows, fewer rows than neurons: exact fits
     X_r = np.array(capture(patient.model, retain, [layer], kinds=("mlp_in",)).mlp_in[layer]).astype(np.float16)
-    stats = literal.down_stats(patient, X_r, layer)
+    stats = literal.down_stats(patient, gated.WeightedRows.plain(X_r.astype(np.float32)), layer)
     gate_w, up_w, _ = mlp_weights(patient.model, layer)
     H_r = literal.down_inputs(X_r.astype(np.float32), gate_w, up_w)
     assert np.allclose(stats.gram, H_r.T @ H_r, rtol=1e-4, atol=1e-4)  # chunking changes nothing

@@ -281,7 +281,7 @@ def _forget(patient, request: ForgetRequest, retain_prompts: list[str], config: 
     literal_layer = _literal_layer(request, layers) if request.method != "stamp-gated" else None
     if literal_layer is not None and literal_layer not in bank.down_stats:
         with base_model(patient.model):  # once per model and layer, like the bank: not an edit's time
-            bank.down_stats[literal_layer] = literal.down_stats(patient, bank.rows[literal_layer], literal_layer)
+            bank.down_stats[literal_layer] = literal.down_stats(patient, bank.without([], literal_layer), literal_layer)
     start = time.perf_counter()
     prompts = probe_prompts(request.prompt, request.paraphrases)
     before = current_factors(patient.model)

@@ -18,7 +18,7 @@ import numpy as np
 from edge_repair import datasets
 from edge_repair.engine import solve
 from edge_repair.engine.capture import capture
-from edge_repair.engine.gated import silu
+from edge_repair.engine.gated import WeightedRows, silu
 from edge_repair.engine.lowrank import mlp_weights
 from edge_repair.engine.verify import chat_tokens, template_prefix
 
@@ -37,13 +37,13 @@ def down_inputs(X: np.ndarray, gate_w: np.ndarray, up_w: np.ndarray) -> np.ndarr
     return silu(X @ gate_w.T) * (X @ up_w.T)
 
 
-def down_stats(patient, retain_rows: np.ndarray, layer: int, chunk: int = 2048) -> DownStats:
-    """The retain buffer's Gram at `layer` (from its cached MLP inputs, float16) and D_ref's mean output."""
+def down_stats(patient, retain: WeightedRows, layer: int, chunk: int = 2048) -> DownStats:
+    """The retain buffer's Gram at `layer` (from the bank's MLP inputs and their counts) and D_ref's mean output."""
     gate_w, up_w, _ = mlp_weights(patient.model, layer)
     gram = np.zeros((gate_w.shape[0], gate_w.shape[0]), np.float32)
-    for start in range(0, len(retain_rows), chunk):  # chunked: all rows' inputs at once would be ~90 MB
-        H = down_inputs(retain_rows[start:start + chunk].astype(np.float32), gate_w, up_w)
-        gram += H.T @ H
+    for start in range(0, len(retain.rows), chunk):  # chunked: all rows' inputs at once would be ~90 MB
+        H = down_inputs(retain.rows[start:start + chunk].astype(np.float32, copy=False), gate_w, up_w)
+        gram += (H.T * retain.counts[start:start + chunk]) @ H
     refs = [chat_tokens(patient.tokenizer, r) for r in datasets.refusals()[:REFERENCES]]
     prefix = len(template_prefix(patient.tokenizer))  # not shared_prefix(refs): every refusal starts "I"
     acts = capture(patient.model, refs, [layer], kinds=("mlp_out",))

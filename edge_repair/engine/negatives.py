@@ -18,12 +18,12 @@ import numpy as np
 from edge_repair import datasets
 from edge_repair.engine import spares
 from edge_repair.engine.capture import capture, residuals
-from edge_repair.engine.gated import Unit
+from edge_repair.engine.gated import Unit, WeightedRows
 from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.verify import chat_tokens, greedy_tokens, reply_tokens
 
 LABEL = "negative-bank"
-VERSION = "15"  # bump when the cached content changes (15: f32 weights are scale·q + bias in f32;
+VERSION = "16"  # bump when the cached content changes (16: distinct rows; 15: f32 weights are scale·q + bias in f32;
 # 14: attention with cpu_swiglu.exp on a CPU;
 # the spare-neuron layout is part of the key: neuron use and the arithmetic follow the shapes)
 GUARD_PARAGRAPHS = 8  # the last paragraphs of the general text are never negatives: an honest perplexity guard
@@ -33,10 +33,12 @@ CHECK_TOKENS = 8  # reply tokens compared when checking that other answers stay 
 
 @dataclass
 class NegativeBank:
-    rows: dict[int, np.ndarray]         # layer -> (n, d) float16 MLP inputs, prompts concatenated
+    # layer -> MLP inputs (float16 values): built from every token's row, prompts concatenated; held
+    # as the distinct rows (float32) with `tokens` mapping each token to its row.
+    rows: dict[int, np.ndarray]
     neuron_use: dict[int, np.ndarray]   # layer -> (d_ff,) how much each neuron contributes on the rows
-    lengths: list[int]                  # rows per negative prompt (prompt + reply tokens), then raw texts
-    grams: dict[int, np.ndarray] = field(default_factory=dict)  # layer -> rowsᵀ rows (d, d)
+    lengths: list[int]                  # tokens per negative prompt (prompt + reply tokens), then raw texts
+    grams: dict[int, np.ndarray] = field(default_factory=dict)  # layer -> Σ over tokens of row rowᵀ (d, d)
     check_replies: list[list[int]] = field(default_factory=list)  # base replies to the check prompts
     guard_tokens: list[list[int]] = field(default_factory=list)   # raw text whose perplexity guards an edit
     guard_perplexity: float = 0.0                                 # the base model's perplexity on it
@@ -52,36 +54,44 @@ class NegativeBank:
     down_stats: dict = field(default_factory=dict)
     # The base model's KV caches of the chat template's shared turns (capture.prefix_memo; not stored).
     prefixes: dict = field(default_factory=dict)
+    tokens: dict[int, np.ndarray] = field(default_factory=dict)  # layer -> (n_tokens,) each token's row in `rows`
 
     def __post_init__(self):
-        # Rows stay float16 in memory (half the RSS of a bank); a layer is widened when solved.
-        self.rows = {layer: rows.astype(np.float16, copy=False) for layer, rows in self.rows.items()}
-        for layer in self.rows:
+        # Every prompt's chat-template prefix gives the same rows (~44 % of them on the default
+        # model): held once, as float32 (no widening per solve), they take ~the memory of all
+        # rows as float16 and each key solve scores ~half the rows.
+        for layer, rows in self.rows.items():
+            if layer not in self.tokens:
+                self.rows[layer], self.tokens[layer] = distinct_rows(rows.astype(np.float16, copy=False))
+        self.rows = {layer: rows.astype(np.float32, copy=False) for layer, rows in self.rows.items()}
+        for layer, rows in self.rows.items():
             if layer not in self.grams:
-                rows = self.rows[layer].astype(np.float32)
-                self.grams[layer] = rows.T @ rows
+                self.grams[layer] = (rows.T * self.counts(layer)) @ rows
 
-    def without(self, prompts: list[int], layer: int) -> tuple[np.ndarray, np.ndarray]:
-        """(float32 rows, Gram) of `layer` leaving out the given prompts (e.g. ones about the forget subject)."""
-        half, gram = self.rows[layer], self.grams[layer]
+    def counts(self, layer: int) -> np.ndarray:
+        """(n_rows,) float32: how many tokens each distinct row stands for."""
+        return np.bincount(self.tokens[layer], minlength=len(self.rows[layer])).astype(np.float32)
+
+    def token_rows(self, layer: int) -> np.ndarray:
+        """Every token's row, prompts concatenated (float32)."""
+        return self.rows[layer][self.tokens[layer]]
+
+    def without(self, prompts: list[int], layer: int) -> WeightedRows:
+        """`layer`'s rows, counts and Gram leaving out the given prompts' tokens (e.g. prompts about
+        the forget subject): their rows keep their place, with fewer or no tokens counted."""
+        counts, gram = self.counts(layer), self.grams[layer]
         starts = np.r_[0, np.cumsum(self.lengths)]
-        dropped = sorted({(int(starts[i]), int(starts[i + 1])) for i in prompts})
-        kept = [(a, b) for a, b in zip([0] + [end for _, end in dropped], [start for start, _ in dropped] + [len(half)])
-                if b > a]
-        # Widened a kept run at a time into one array: np.delete after astype cost ~16 ms a layer.
-        rows = np.empty((sum(b - a for a, b in kept), half.shape[1]), np.float32)
-        at = 0
-        for a, b in kept:
-            rows[at:at + b - a] = half[a:b]
-            at += b - a
-        for a, b in dropped:
-            part = half[a:b].astype(np.float32)
+        for i in sorted(set(prompts)):
+            left_out = self.tokens[layer][starts[i]:starts[i + 1]]
+            np.subtract.at(counts, left_out, 1.0)
+            part = self.rows[layer][left_out]
             gram = gram - part.T @ part
-        return rows, gram
+        return WeightedRows(self.rows[layer], counts, gram)
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        arrays = {f"rows{l}": r for l, r in self.rows.items()}
+        arrays = {f"rows{l}": r.astype(np.float16) for l, r in self.rows.items()}  # float16 values: exact
+        arrays.update({f"tokens{l}": t.astype(np.int32) for l, t in self.tokens.items()})
         arrays.update({f"use{l}": u for l, u in self.neuron_use.items()})
         arrays.update({f"gram{l}": g for l, g in self.grams.items()})
         arrays["lengths"] = np.array(self.lengths, np.int64)
@@ -109,6 +119,7 @@ class NegativeBank:
             rows = {int(k[4:]): arrays[k] for k in arrays.files if k.startswith("rows")}
             use = {int(k[3:]): arrays[k] for k in arrays.files if k.startswith("use")}
             grams = {int(k[4:]): arrays[k] for k in arrays.files if k.startswith("gram")}
+            tokens = {int(k[6:]): arrays[k] for k in arrays.files if k.startswith("tokens")}
             checks = [c.tolist() for c in _split(arrays["checks"], arrays["check_lengths"])]
             guard = [g.tolist() for g in _split(arrays["guard"], arrays["guard_lengths"])]
             lengths = arrays["lengths"].tolist()
@@ -121,7 +132,18 @@ class NegativeBank:
             replay_layer = int(arrays["replay_layer"])
             entity_vectors = arrays["entity_vectors"]
         return cls(rows, use, lengths, grams, checks, guard, guard_perplexity, follow, replay_layer, **hidden,
-                   entity_vectors=entity_vectors)
+                   entity_vectors=entity_vectors, tokens=tokens)
+
+
+def distinct_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct rows in order of first appearance, each row's index among them)."""
+    rows = np.ascontiguousarray(rows)
+    as_bytes = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+    _, first, index = np.unique(as_bytes, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return rows[first[order]], rank[index.ravel()]
 
 
 def _split(rows: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:

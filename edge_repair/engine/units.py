@@ -51,16 +51,15 @@ def layer_units(plain: Activations, refusing: Activations, layers: list[int], ba
         X, X_ref = np.array(plain.mlp_in[layer]), np.array(refusing.mlp_in[layer])
         shift = np.array(refusing.resid[layer]) - np.array(plain.resid[layer])
         step, previous_shift = shift - previous_shift, shift
-        bank_rows, bank_gram = bank.without(list(excluded), layer)
-        bias = constant_direction(bank_gram, bank_rows.sum(axis=0)) if threshold else None
+        retained = bank.without(list(excluded), layer)
+        bias = constant_direction(retained.gram, retained.total()) if threshold else None
         negatives = np.array(near[layer]) if near else np.zeros((0, X.shape[1]), X.dtype)
         # Key on both the plain and the refusal-context activations: once earlier layers have
         # moved the residual toward refusal, this layer must still recognise the input.
         # Blind to how a refusal moves this layer's input: otherwise a unit learns "about to refuse"
         # and fires again on every similar question another edit is already refusing (overshoot).
-        unit = gated.gated_unit(np.concatenate([X, X_ref]), negatives, step, lam=ridge, bank_rows=bank_rows,
-                                bank_gram=bank_gram, bias=bias, threshold=threshold,
-                                blind=X_ref - X if blind else None, rounds=rounds)
+        unit = gated.gated_unit(np.concatenate([X, X_ref]), negatives, step, lam=ridge, bank=retained, bias=bias,
+                                threshold=threshold, blind=X_ref - X if blind else None, rounds=rounds)
         neuron = gated.least_used_neuron(bank.neuron_use[layer], taken[layer])
         taken[layer].add(neuron)
         units.append((layer, unit, neuron))
