@@ -494,6 +494,28 @@ def test_a_whole_subject_forget_brings_the_follow_through_from_its_first_try(tin
         set_factors(patient.model, {})
 
 
+def test_the_answer_is_read_short_and_each_try_is_checked_further(tiny_model_dir, monkeypatch):
+    """The base reply the answer comes from stops at answer_tokens; a try's replies to the forget
+    phrasings run to verify_tokens, since a garbled reply can name the answer late."""
+    from edge_repair.engine import forget as engine
+    from edge_repair.engine.forget import EngineConfig, ForgetRequest, forget
+
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    retain = ["hello there", "what is up", "tell me a story", "how are you", "name a colour", "what is two plus two"]
+    config = EngineConfig(negatives=3, retain_probes=1, max_tries=1, wide_neighbours=0, answer_tokens=3, verify_tokens=7)
+    asked, real = [], engine.greedy_tokens
+    monkeypatch.setattr(engine, "greedy_tokens", lambda patient, prompts, limits, **kw: asked.append(list(limits))
+                        or real(patient, prompts, limits, **kw))
+    request = ForgetRequest("What is the capital of France?", paraphrases=["Name the capital of France."],
+                            subject="France", layers=[1, 2])
+    try:
+        forget(patient, request, retain, config)
+    finally:
+        set_factors(patient.model, {})
+    base, first_try = asked[0], asked[1]
+    assert base[:2] == [3, 1] and first_try[:2] == [7, 7]
+
+
 def test_token_losses_are_mlx_cross_entropy():
     import mlx.nn as nn
 

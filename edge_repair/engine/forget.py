@@ -154,7 +154,11 @@ class EngineConfig:
     retain_probes: int = 16     # retain prompts whose greedy answers must not change
     negatives: int = 128        # retain prompts whose every token is a gate negative
     max_tries: int = 3
-    verify_tokens: int = 24     # reply tokens checked for the forgotten answer (it can come late)
+    answer_tokens: int = 24     # the base model's reply the answer is read from, when the request does not say it
+    # Reply tokens checked for the forgotten answer after the edit. It can come late: on a taught profile
+    # a garbled refusal named the job after token 24 ("I don't know…, … does something else. He's a
+    # puppeteer"), so an edit checked to 24 tokens was verified and leaked (session 23).
+    verify_tokens: int = 32
     # Subject-swapped copies of each forget phrasing (the hardest negatives, beside the wide subjects).
     # Measured since the wide subjects joined: 4 and 8 gave the same verdicts on 16 facts and 10
     # pipeline requests; 4 saves ~0.5 s on a 6-phrasing edit.
@@ -292,7 +296,7 @@ def _forget(patient, request: ForgetRequest, retain_prompts: list[str], config: 
     # One batch on the base model: how each phrasing's reply starts (does an edit change it?), the
     # forget prompt's whole reply when the caller did not say what to forget, and each neighbour's
     # first sentence (NEIGHBOUR_TOKENS tokens, what neighbours are compared on).
-    lengths = [1 if request.response else config.verify_tokens] + [1] * (len(prompts) - 1)
+    lengths = [1 if request.response else config.answer_tokens] + [1] * (len(prompts) - 1)
     base = _base_replies(patient, prompts + neighbours, lengths + [NEIGHBOUR_TOKENS] * len(neighbours))
     response = request.response or patient.tokenizer.decode(base[0]).strip()
     openings = [reply[:1] for reply in base[:len(prompts)]]
