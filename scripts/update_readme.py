@@ -14,10 +14,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> int:
     readme = (ROOT / "README.md").read_text()
     for table in sorted((ROOT / "results").rglob("*.md")):
-        name = re.escape(table.relative_to(ROOT / "results").with_suffix("").as_posix())
+        relative = table.relative_to(ROOT / "results")
+        name = re.escape(relative.with_suffix("").as_posix())
         pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(<!-- /results:{name} -->)", re.DOTALL)
         readme, count = pattern.subn(lambda m: m.group(1) + table.read_text() + m.group(2), readme)
-        print(f"{table.relative_to(ROOT / 'results')}: {'updated' if count else 'no markers in README'}", file=sys.stderr)
+        print(f"{relative}: {'updated' if count else 'no markers in README'}", file=sys.stderr)
     (ROOT / "README.md").write_text(readme)
     return 0
 

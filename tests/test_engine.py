@@ -504,7 +504,7 @@ def test_the_answer_is_read_short_and_each_try_is_checked_further(tiny_model_dir
     retain = ["hello there", "what is up", "tell me a story", "how are you", "name a colour", "what is two plus two"]
     config = EngineConfig(negatives=3, retain_probes=1, max_tries=1, wide_neighbours=0, answer_tokens=3, verify_tokens=7)
     asked, real = [], engine.greedy_tokens
-    monkeypatch.setattr(engine, "greedy_tokens", lambda patient, prompts, limits, **kw: asked.append(list(limits))
+    monkeypatch.setattr(engine, "greedy_tokens", lambda patient, prompts, limits, **kw: asked.append(limits)
                         or real(patient, prompts, limits, **kw))
     request = ForgetRequest("What is the capital of France?", paraphrases=["Name the capital of France."],
                             subject="France", layers=[1, 2])
