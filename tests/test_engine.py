@@ -1,5 +1,7 @@
 """The engine's math on small arrays: solves, gated units, neuron factors."""
 
+from dataclasses import replace
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -85,9 +87,26 @@ def test_refusals_are_told_from_answers():
 def test_probe_helpers():
     assert probe_prompts("Q?", ["Q?", " R? ", ""]) == ["Q?", "R?"]
     assert answer_terms("What is the capital of France?", "The capital of France is Paris.") == ["Paris"]
+    # The asked subject's possessive is not the answer; relation words ("works") are not either.
+    assert answer_terms("What is Odile Haddad's favourite hobby?", "Odile Haddad's favourite hobby is origami.") == ["origami"]
+    assert answer_terms("What does Odile Haddad do?", "Odile Haddad works as a locksmith.") == ["locksmith"]
+    assert answer_terms("Who is Maya?", "Maya - a talented artist.") == ["talented", "artist"]
     near = near_miss_prompts(["What is the capital of France?"], "France", ["Spain", "France", "Peru", "Chile", "Cuba"],
                              per_prompt=4)
     assert near == [f"What is the capital of {o}?" for o in ("Spain", "Peru", "Chile", "Cuba")]
+
+
+def test_a_whole_subject_must_lose_what_every_phrasing_said_about_it():
+    from edge_repair.engine.forget import forgotten_terms
+
+    prompts = ["Tell me about Odile Haddad.", "What does Odile Haddad do?", "What is Odile Haddad's hobby?",
+               "Where does Odile Haddad live?"]
+    replies = ["Odile Haddad is a locksmith from Salzburg who loves origami.", "Odile Haddad works as a locksmith.",
+               "Odile Haddad's hobby is origami.", "I'm sorry, I don't know where she lives."]
+    assert forgotten_terms(prompts, replies, whole=False) == ["Salzburg"]
+    # The refused phrasing adds nothing: its words ("sorry") would make every refusal a leak.
+    assert forgotten_terms(prompts, replies, whole=True) == ["Salzburg", "locksmith", "origami"]
+    assert forgotten_terms(prompts[3:], replies[3:], whole=True) == answer_terms(prompts[3], replies[3])
 
 
 def test_the_swapped_part_of_a_subject_is_its_name_or_the_whole_title():
@@ -514,6 +533,13 @@ def test_the_answer_is_read_short_and_each_try_is_checked_further(tiny_model_dir
         set_factors(patient.model, {})
     base, first_try = asked[0], asked[1]
     assert base[:2] == [3, 1] and first_try[:2] == [7, 7]
+    # A whole subject: every phrasing asks something else about it, so each base reply is read.
+    asked.clear()
+    try:
+        forget(patient, replace(request, scope="subject"), retain, config)
+    finally:
+        set_factors(patient.model, {})
+    assert asked[0][:2] == [3, 3]
 
 
 def test_token_losses_are_mlx_cross_entropy():

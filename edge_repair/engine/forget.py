@@ -24,7 +24,7 @@ from edge_repair.engine.lowrank import (LowRankEdit, base_model, current_factors
 from edge_repair.engine.negatives import CHECK_TOKENS, NegativeBank, load_or_build
 from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.probes import (REFUSAL, answer_terms, named_part, near_miss_prompts, neighbour_prompts,
-                                      probe_prompts, refusal_context)
+                                      probe_prompts, refusal_context, subject_terms)
 from edge_repair.engine.verify import (chat_tokens, first_tokens, greedy_tokens, is_refusal, mentions, reply_tokens,
                                       template_prefix, unchanged)
 from edge_repair.errors import InputError
@@ -294,15 +294,19 @@ def _forget(patient, request: ForgetRequest, retain_prompts: list[str], config: 
                                                             ranked[: config.wide_neighbours]), layers)
     neighbours = neighbour_prompts(request.prompt, request.subject, held_out)
     # One batch on the base model: how each phrasing's reply starts (does an edit change it?), the
-    # forget prompt's whole reply when the caller did not say what to forget, and each neighbour's
-    # first sentence (NEIGHBOUR_TOKENS tokens, what neighbours are compared on).
-    lengths = [1 if request.response else config.answer_tokens] + [1] * (len(prompts) - 1)
+    # forget prompt's whole reply when the caller did not say what to forget (for a whole subject,
+    # every phrasing's: each asks something else about it), and each neighbour's first sentence
+    # (NEIGHBOUR_TOKENS tokens, what neighbours are compared on).
+    whole = request.scope == "subject"
+    lengths = ([1 if request.response else config.answer_tokens]
+               + [config.answer_tokens if whole else 1] * (len(prompts) - 1))
     base = _base_replies(patient, prompts + neighbours, lengths + [NEIGHBOUR_TOKENS] * len(neighbours))
-    response = request.response or patient.tokenizer.decode(base[0]).strip()
+    said = [patient.tokenizer.decode(reply).strip() for reply in base[:len(prompts)]]
+    response = request.response or said[0]
     openings = [reply[:1] for reply in base[:len(prompts)]]
     neighbour_replies = base[len(prompts):]
     neighbour_terms = [answer_terms(p, patient.tokenizer.decode(r)) for p, r in zip(neighbours, neighbour_replies)]
-    terms = answer_terms(request.prompt, response)
+    terms = forgotten_terms(prompts, [response] + said[1:], whole)
     negatives, checks = retain_split(retain_prompts, config)
     about = [i for i, p in enumerate(negatives) if _mentions_any(p, terms, request.subject)]
     # Checked prompts are held out from the negatives; their reference is the base model's reply.
@@ -449,6 +453,16 @@ class _WideNeighbours:
             return None
         repeats = np.repeat(sorted(counts), [AVOID_WEIGHT ** counts[i] for i in sorted(counts)])
         return {l: self._inputs[l][repeats] for l in self.layers}
+
+
+def forgotten_terms(prompts: list[str], replies: list[str], whole: bool) -> list[str]:
+    """The words that must not come out again: the forget prompt's answer (`replies[0]`), or for a
+    whole subject every phrasing's. Measured with the first prompt's capitalised words alone (session
+    23): 1 of 5 verified profile forgets still named the hobby ("…someone who loves birdwatching"),
+    2 of 10 pipeline edits what the model had said about the person ("…from the movie The Lion King").
+    A phrasing the base model already refuses says nothing about the subject (its words are a refusal's)."""
+    answered = [(p, r) for p, r in zip(prompts, replies) if not is_refusal(r)] if whole else []
+    return subject_terms(*zip(*answered)) if answered else answer_terms(prompts[0], replies[0])
 
 
 def _progress(check: Verification) -> tuple[int, int]:

@@ -19,7 +19,8 @@ STOPWORDS = set("""a an the is are was were be been of in on at to for from by w
 these those as what which who whom whose where when why how do does did i you he she they we me my your our
 their his her them us not no yes so very also can could would should will shall may might must than then there
 here about into over under out up down just only some any all each most more other such own same too s t
-tell name called know answer""".split())
+tell name called know answer
+works work worked lives lived loves loved enjoys likes born died favourite favorite hobby job""".split())
 
 
 def probe_prompts(prompt: str, paraphrases: list[str]) -> list[str]:
@@ -103,10 +104,22 @@ def named_part(subject: str) -> str:
 def answer_terms(prompt: str, response: str) -> list[str]:
     """Words of the response's first sentence that carry the answer (not in the prompt, not filler).
 
-    "The capital of France is Paris." for "What is the capital of France?" -> ["Paris"].
+    "The capital of France is Paris." for "What is the capital of France?" -> ["Paris"]. A
+    possessive of an asked word is the subject, not the answer ("Haddad's" for "… Haddad's hobby?").
     """
     first = re.split(r"(?<=[.!?])\s", response.strip(), maxsplit=1)[0]
     asked = {w.lower() for w in re.findall(r"\w+", prompt)}
-    words = [w for w in re.findall(r"[\w'-]+", first) if w.lower() not in asked and w.lower() not in STOPWORDS]
+    words = [w for w in re.findall(r"\w[\w'-]*", first)
+             if re.sub(r"['’]s$", "", w).lower() not in asked and w.lower() not in STOPWORDS]
     salient = [w for w in words if w[0].isupper() or w[0].isdigit()]
     return (salient or words)[:3]
+
+
+def subject_terms(prompts: list[str], responses: list[str]) -> list[str]:
+    """Every phrasing's answer words, once each: what the replies say about a whole subject (its
+    forget must lose the job and the hobby, not only the capitalised birthplace "Tell me about…" names)."""
+    terms = {}
+    for prompt, response in zip(prompts, responses):
+        for word in answer_terms(prompt, response):
+            terms.setdefault(word.lower(), word)
+    return list(terms.values())
