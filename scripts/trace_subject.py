@@ -17,7 +17,7 @@ import mlx.core as mx
 from edge_repair import datasets
 from edge_repair.bench import baselines
 from edge_repair.bench.profiles import FIRST, IMPLANT_STEPS, LAST, implant, make_profiles
-from edge_repair.engine.capture import _BlockWrapper
+from edge_repair.engine.capture import _BlockWrapper, capture
 from edge_repair.loading import load_patient
 
 QUESTIONS = {"job": ("What does {} do for a living?", "{} works as a"),
@@ -37,18 +37,6 @@ class _Replaced(_BlockWrapper):
         out = self.block(x, *args, **kwargs)
         out[:, self.positions, :] = self.value
         return out
-
-
-class _Kept(_BlockWrapper):
-    """A block that keeps its output in `kept[layer]`."""
-
-    def __init__(self, block, kept: dict, layer: int):
-        super().__init__(block)
-        self.kept, self.layer = kept, layer
-
-    def __call__(self, x, *args, **kwargs):
-        self.kept[self.layer] = self.block(x, *args, **kwargs)
-        return self.kept[self.layer]
 
 
 def tokens(tokenizer, name: str, kind: str) -> list[int]:
@@ -101,19 +89,19 @@ def main() -> None:
             changed = [i for i, (a, b) in enumerate(zip(true, other)) if a != b]
             in_reply = [i for i in changed if i >= len(true) - REPLY_TOKENS]
             sets = [[i for i in changed if i not in in_reply], in_reply, changed, [len(true) - 1]]
-            kept = {}
-            untaught = next_token_probs(model, other, {l: (lambda b, l=l: _Kept(b, kept, l))
-                                                       for l in range(len(model.layers))})
+            layers = list(range(0, len(model.layers), args.every))
+            kept = capture(model, [other], layers, kinds=("resid",)).resid  # (tokens, d) per layer
+            untaught = next_token_probs(model, other, {})
             line = (f"{profile.name:18s} {kind:5s} true {float(next_token_probs(model, true, {})[target]):.2f} "
                     f"untaught {float(untaught[target]):.2f} |")
-            for layer in range(0, len(model.layers), args.every):
+            for layer in layers:
                 cells = []
                 for positions in sets:
                     if not positions:
                         cells.append("-")
                         continue
                     index = mx.array(positions)
-                    value = kept[layer][:, index, :]
+                    value = kept[layer][index][None]
                     probs = next_token_probs(model, true, {layer: lambda b: _Replaced(b, index, value)})
                     cells.append(f"{float(probs[target]):.2f}")
                 line += f" L{layer}:" + "/".join(cells)

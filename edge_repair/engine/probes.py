@@ -116,8 +116,8 @@ def answer_terms(prompt: str, response: str) -> list[str]:
 
 
 def subject_terms(prompts: list[str], responses: list[str]) -> list[str]:
-    """Every phrasing's answer words, once each: what the replies say about a whole subject (its
-    forget must lose the job and the hobby, not only the capitalised birthplace "Tell me about…" names)."""
+    """Every phrasing's answer words, once each: what the replies say about a whole subject (a
+    person's job and hobby beside the birthplace that "Tell me about…" names in capitals)."""
     terms = {}
     for prompt, response in zip(prompts, responses):
         for word in answer_terms(prompt, response):
