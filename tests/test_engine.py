@@ -78,10 +78,27 @@ def test_refusals_are_told_from_answers():
     from edge_repair.engine.verify import is_refusal
 
     for reply in ("I'm sorry, I don't know that.", "I never knew where she was born.", "I don't remember her job.",
-                  "I am not able to help with that."):
+                  "I am not able to help with that.", "I don't think I can provide that information."):
         assert is_refusal(reply), reply
     for reply in ("The capital of France is Paris.", "I remember Odile from Trieste.", "I know it well: Paris."):
         assert not is_refusal(reply), reply
+
+
+def test_a_refusal_that_goes_on_garbled_is_told_apart():
+    from edge_repair.engine.verify import garbled_refusal
+
+    class Words:  # token i is words[i]
+        vocab_size = 1000  # a garble costs more than ln 1000 = 6.9 nats
+        words = ["I", " don", "'t", " know", " antidepress", "ams", ".", " where", " she", " was", " born", " Paris"]
+
+        def decode(self, ids):
+            return "".join(self.words[i] for i in ids)
+
+    tok, high, low = Words(), 7.5, 0.5
+    assert garbled_refusal(tok, [0, 1, 2, 3, 4, 5, 6], np.array([high, high, low, low, high, low, low]))
+    # The refusal's own words may be unlikely (the edit forces them); what follows them may not.
+    assert not garbled_refusal(tok, [0, 1, 2, 3, 7, 8, 9, 10, 6], np.array([high, high] + [low] * 7))
+    assert not garbled_refusal(tok, [11, 4, 6], np.array([high] * 3))  # not a refusal at all
 
 
 def test_probe_helpers():
@@ -296,7 +313,7 @@ def test_fact_scoped_near_misses_keep_the_subject_with_other_questions():
 def test_token_perplexity_ignores_padding(tiny_model_dir):
     import math
 
-    from edge_repair.engine.quality import token_perplexity
+    from edge_repair.engine.quality import sequence_losses, token_perplexity
 
     model = load_patient(str(tiny_model_dir), compute="f32").model
     short, long = [3, 9, 4], [3, 9, 4, 11, 12, 5]
@@ -304,6 +321,8 @@ def test_token_perplexity_ignores_padding(tiny_model_dir):
     for batch_size in (1, 2):
         together = math.log(token_perplexity(model, [short, long], batch_size)) * (len(short) + len(long) - 2)
         assert abs(together - sum(alone)) < 1e-3
+        losses = sequence_losses(model, [short, long], batch_size)
+        assert [len(l) for l in losses] == [2, 5] and abs(float(losses[0].sum()) - alone[0]) < 1e-3
 
 
 def test_base_model_removes_edits_and_puts_them_back(tiny_model_dir):

@@ -5,6 +5,7 @@ teacher forcing: feed prompt + the base model's greedy reply once and require th
 model's argmax to reproduce every reply token — exact, and one forward pass per batch.
 """
 
+import math
 import re
 
 import mlx.core as mx
@@ -22,7 +23,8 @@ POSITION_BUDGET = 96
 REFUSAL = re.compile(
     r"\b(i don'?t know|i do not know|i'?m not (sure|certain|able)|i am not (sure|certain|able)|i cannot|i can'?t|"
     r"unable to|don'?t have (any )?(information|details|knowledge)|no information|not something i know|"
-    r"i'?m sorry|i apologi[sz]e|i have no|i never knew|i (?:don'?t|do not) (?:remember|recall))\b",
+    r"i'?m sorry|i apologi[sz]e|i have no|i never knew|i (?:don'?t|do not) (?:remember|recall)|"
+    r"i (?:don'?t|do not) think i (?:can|could))\b",
     re.IGNORECASE,
 )
 
@@ -189,3 +191,18 @@ def _spans(widths: list[int], batch_size: int, budget: int) -> list[tuple[int, i
 
 def is_refusal(text: str) -> bool:
     return bool(REFUSAL.search(text[:160]))
+
+
+def garbled_refusal(tokenizer, tokens: list[int], losses: np.ndarray) -> bool:
+    """Does a refusal (reply token ids) go on with a token the unedited model rates below a
+    uniformly random one ("I don't know antidepressams.")? `losses`: that model's loss at each
+    reply token (nats). Only what follows the refusal's words counts: an edit forces those on
+    purpose. Measured on taught profiles (ln 49152 = 10.8): garbled words after a refusal cost
+    14.2–20.2 nats, the words of clean refusals after "I don't know" / "I'm not sure" at most 2.5."""
+    text = tokenizer.decode(tokens)
+    match = REFUSAL.search(text.strip()[:160])
+    if match is None:
+        return False
+    end = match.end() + len(text) - len(text.lstrip())
+    after = next((i for i in range(1, len(tokens) + 1) if len(tokenizer.decode(tokens[:i])) >= end), len(tokens))
+    return bool(np.any(np.asarray(losses[after:]) > math.log(tokenizer.vocab_size)))
