@@ -1,4 +1,5 @@
 import mlx.core as mx
+import numpy as np
 
 from edge_repair.engine.capture import capture, prefix_cache, repeat_cache, reused_prefixes, shared_prefix
 from edge_repair.engine.verify import first_tokens, greedy_replies, greedy_tokens, reply_tokens, unchanged
@@ -71,6 +72,20 @@ def test_greedy_and_teacher_forced_checks_agree_with_a_shared_prefix(tiny_model_
     replies = [reply_tokens(patient.tokenizer, r) for r in together]
     assert all(unchanged(patient, prompts, replies))
     assert not any(unchanged(patient, prompts, [[(t[0] + 1) % 50] + t[1:] if t else [7] for t in replies]))
+
+
+def test_teacher_forced_losses_are_each_reply_tokens_cross_entropy(tiny_model_dir):
+    from edge_repair.engine.verify import chat_tokens, forced_losses
+
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    prompts = ["hello there", "what is up", "tell me more"]
+    replies = [[5, 9, 2, 7], [11], [3, 3, 8]]
+    for batch_size in (1, 3):  # padded rows and the shared prefix's cache change nothing
+        for prompt, reply, got in zip(prompts, replies, forced_losses(patient, prompts, replies, batch_size)):
+            ids = chat_tokens(patient.tokenizer, prompt) + reply
+            logits = patient.model(mx.array([ids]))[0, len(ids) - len(reply) - 1:-1].astype(mx.float32)
+            expected = np.array(mx.logsumexp(logits, axis=-1) - logits[mx.arange(len(reply)), mx.array(reply)])
+            assert got.shape == (len(reply),) and np.allclose(got, expected, atol=1e-3)
 
 
 def test_greedy_tokens_stop_at_each_prompts_own_limit(tiny_model_dir):

@@ -101,6 +101,24 @@ def test_a_refusal_that_goes_on_garbled_is_told_apart():
     assert not garbled_refusal(tok, [11, 4, 6], np.array([high] * 3))  # not a refusal at all
 
 
+def test_garbled_refusals_count_once_the_answer_is_gone(tiny_model_dir, monkeypatch):
+    from edge_repair.engine import forget
+    from edge_repair.engine.verify import reply_tokens
+
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    replies = ["I don't know where she was born.", "I don't know it at all.", "Paris."]
+    tokens = [reply_tokens(patient.tokenizer, r) for r in replies]
+    asked = []
+
+    def losses(_patient, prompts, replies_now):  # the second refusal goes on garbled
+        asked.append(len(prompts))
+        return [np.full(len(r), 100.0 if i == 1 else 0.0) for i, r in enumerate(replies_now)]
+
+    monkeypatch.setattr(forget, "forced_losses", losses)
+    assert forget._refusals(patient, ["a?", "b?", "c?"], tokens, replies, forgotten=2) == 2 and not asked
+    assert forget._refusals(patient, ["a?", "b?", "c?"], tokens, replies, forgotten=3) == 1 and asked == [2]
+
+
 def test_probe_helpers():
     assert probe_prompts("Q?", ["Q?", " R? ", ""]) == ["Q?", "R?"]
     assert answer_terms("What is the capital of France?", "The capital of France is Paris.") == ["Paris"]
@@ -313,7 +331,7 @@ def test_fact_scoped_near_misses_keep_the_subject_with_other_questions():
 def test_token_perplexity_ignores_padding(tiny_model_dir):
     import math
 
-    from edge_repair.engine.quality import sequence_losses, token_perplexity
+    from edge_repair.engine.quality import token_perplexity
 
     model = load_patient(str(tiny_model_dir), compute="f32").model
     short, long = [3, 9, 4], [3, 9, 4, 11, 12, 5]
@@ -321,8 +339,6 @@ def test_token_perplexity_ignores_padding(tiny_model_dir):
     for batch_size in (1, 2):
         together = math.log(token_perplexity(model, [short, long], batch_size)) * (len(short) + len(long) - 2)
         assert abs(together - sum(alone)) < 1e-3
-        losses = sequence_losses(model, [short, long], batch_size)
-        assert [len(l) for l in losses] == [2, 5] and abs(float(losses[0].sum()) - alone[0]) < 1e-3
 
 
 def test_base_model_removes_edits_and_puts_them_back(tiny_model_dir):

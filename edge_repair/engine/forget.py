@@ -22,12 +22,11 @@ from edge_repair.engine.capture import last_tokens, prefix_memo, reused_prefixes
 from edge_repair.engine.lowrank import (LowRankEdit, base_model, current_factors, edited_layers, neuron_weights,
                                         rewritten_neurons, set_factors, stack)
 from edge_repair.engine.negatives import CHECK_TOKENS, NegativeBank, load_or_build
-from edge_repair.engine.quality import sequence_losses, token_perplexity
+from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.probes import (REFUSAL, answer_terms, named_part, near_miss_prompts, neighbour_prompts,
                                       probe_prompts, refusal_context, subject_terms)
-from edge_repair.engine.verify import (chat_tokens, first_tokens, garbled_refusal, greedy_tokens, is_refusal, mentions,
-                                      reply_tokens,
-                                      template_prefix, unchanged)
+from edge_repair.engine.verify import (chat_tokens, first_tokens, forced_losses, garbled_refusal, greedy_tokens,
+                                      is_refusal, mentions, reply_tokens, template_prefix, unchanged)
 from edge_repair.errors import InputError
 
 METHODS = ("stamp-gated", "stamp", "stamp-lr")
@@ -89,7 +88,7 @@ class Verification:
     forget_probes: int
     retained: int | None    # retain probes whose greedy answer is unchanged
     retain_probes: int | None
-    refused: int            # probes answered with a refusal that does not go on garbled (verify.garbled_refusal)
+    refused: int            # probes answered with a refusal (once the answer is gone everywhere: one not garbled, see _refusals)
     perplexity_change: float | None = 0.0  # relative change on guard text the gate never saw (0.02 = +2 %)
     neighbours_kept: int | None = 0        # the forget question about held-out other subjects, still answered as before
     neighbour_probes: int | None = 0
@@ -346,8 +345,9 @@ def _forget(patient, request: ForgetRequest, retain_prompts: list[str], config: 
         drafts = [_ended(patient, t, limit) for t, limit in zip(generated, limits)]
         tokens, neighbours_now = generated[:len(prompts)], generated[len(prompts):]
         replies = [patient.tokenizer.decode(t).strip() for t in tokens]
-        check = Verification(sum(not mentions(r, terms) for r in replies), len(prompts), None, None,
-                             _clean_refusals(patient, prompts, tokens, replies), None, None, None, None, None, None)
+        forgotten = sum(not mentions(r, terms) for r in replies)
+        check = Verification(forgotten, len(prompts), None, None,
+                             _refusals(patient, prompts, tokens, replies, forgotten), None, None, None, None, None, None)
         # Checks run cheapest-first and stop at the first failure: the next try depends only on
         # whether the answer leaked, and a failed try's remaining checks cannot verify it.
         replay = _replay_layer(patient.model, bank)
@@ -466,16 +466,17 @@ def forgotten_terms(prompts: list[str], replies: list[str], whole: bool) -> list
     return subject_terms(*zip(*answered)) if answered else answer_terms(prompts[0], replies[0])
 
 
-def _clean_refusals(patient, prompts: list[str], tokens: list[list[int]], replies: list[str]) -> int:
-    """How many replies refuse without garbling what follows (verify.garbled_refusal), judged by
-    the base model. Measured on taught profiles: "I don't know antidepressams." had passed as a
-    refusal, and a verified edit's replies could read so."""
-    refusing = [i for i, reply in enumerate(replies) if is_refusal(reply)]
-    sequences = [chat_tokens(patient.tokenizer, prompts[i]) + tokens[i] for i in refusing]
+def _refusals(patient, prompts: list[str], tokens: list[list[int]], replies: list[str], forgotten: int) -> int:
+    """How many replies are refusals. Once no reply names the answer, only those that do not go on
+    garbled count (verify.garbled_refusal, judged by the base model; before, the try fails anyway
+    and the pass is saved). Measured on taught profiles: "I don't know antidepressams." had passed
+    as a refusal, and verified edits' replies could read so."""
+    refusing = [i for i, reply in enumerate(replies) if is_refusal(reply) and tokens[i]]
+    if forgotten < len(replies):
+        return len(refusing)
     with base_model(patient.model):
-        losses = sequence_losses(patient.model, sequences) if sequences else []
-    return sum(not garbled_refusal(patient.tokenizer, tokens[i], loss[len(seq) - len(tokens[i]) - 1:])
-               for i, seq, loss in zip(refusing, sequences, losses))
+        losses = forced_losses(patient, [prompts[i] for i in refusing], [tokens[i] for i in refusing])
+    return sum(not garbled_refusal(patient.tokenizer, tokens[i], loss) for i, loss in zip(refusing, losses))
 
 
 def _progress(check: Verification) -> tuple[int, int]:

@@ -23,21 +23,14 @@ def perplexity(patient, text: str, window: int = 256) -> float:
 
 def token_perplexity(model, token_lists: list[list[int]], batch_size: int = 2,
                      replay: tuple[int, list] | None = None) -> float:
-    """Perplexity of several token sequences (see sequence_losses)."""
-    losses = sequence_losses(model, token_lists, batch_size, replay)
-    return math.exp(sum(float(l.sum(dtype=np.float64)) for l in losses) / max(sum(len(l) for l in losses), 1))
-
-
-def sequence_losses(model, token_lists: list[list[int]], batch_size: int = 2,
-                    replay: tuple[int, list] | None = None) -> list[np.ndarray]:
-    """Each sequence's cross-entropy at tokens 1…n (nats), in small right-padded batches.
+    """Perplexity of several token sequences, in small right-padded batches (padding is not scored).
 
     Small batches because the logits are batch·length·vocab floats: with a 49k vocabulary, eight
     80-token texts at once would be the largest allocation of an edit. `replay`: (layer, each
     sequence's residual entering it), see verify.unchanged."""
     from edge_repair.engine.capture import pad_batch, replayed_logits
 
-    out = []
+    total, count = 0.0, 0
     for start in range(0, len(token_lists), batch_size):
         chunk = token_lists[start:start + batch_size]
         tokens = pad_batch(chunk)
@@ -46,8 +39,10 @@ def sequence_losses(model, token_lists: list[list[int]], batch_size: int = 2,
         else:
             logits = replayed_logits(model, replay[0], [mx.array(h[:-1]) for h in replay[1][start:start + batch_size]])
         losses = _token_losses(logits, tokens[:, 1:])
-        out += [row[:len(t) - 1] for row, t in zip(losses, chunk)]
-    return out
+        mask = np.array([[1.0] * (len(t) - 1) + [0.0] * (tokens.shape[1] - len(t)) for t in chunk])
+        total += float((losses * mask).sum())
+        count += sum(len(t) - 1 for t in chunk)
+    return math.exp(total / max(count, 1))
 
 
 def _token_losses(logits: mx.array, targets: mx.array) -> np.ndarray:

@@ -120,14 +120,14 @@ def first_tokens(patient, prompts: list[str], replay: tuple | None = None, batch
     predicted = []
     for start in range(0, len(lists), batch_size):
         chunk = [t[n:] for t in lists[start:start + batch_size]]
-        rows = _greedy_at(patient, chunk, [[len(t) - 1] for t in chunk], n, cache, replay, start)
-        predicted += rows[:, 0].tolist()
+        logits = _logits_at(patient, chunk, [[len(t) - 1] for t in chunk], n, cache, replay, start)
+        predicted += np.array(mx.argmax(logits, axis=-1))[:, 0].tolist()
     return predicted
 
 
-def _greedy_at(patient, chunk: list[list[int]], positions: list[list[int]], n: int, cache: list | None,
-               replay: tuple | None, start: int) -> np.ndarray:
-    """One batch's argmax tokens (rows, positions) at `positions` of each token list after the
+def _logits_at(patient, chunk: list[list[int]], positions: list[list[int]], n: int, cache: list | None,
+               replay: tuple | None, start: int) -> mx.array:
+    """One batch's logits (rows, positions, vocabulary) at `positions` of each token list after the
     n-token shared prefix (`cache`); with `replay`, from the stored residuals of rows start… ."""
     caches = repeat_cache(cache, len(chunk)) if cache else None
     with logits_only_at(patient.model, mx.array(positions)):
@@ -137,7 +137,7 @@ def _greedy_at(patient, chunk: list[list[int]], positions: list[list[int]], n: i
             layer, stored, *skipped = replay  # rows may start after a prefix already (capture.last_tokens)
             hidden = [mx.array(h[n - (skipped[0] if skipped else 0):]) for h in stored[start:start + len(chunk)]]
             logits = replayed_logits(patient.model, layer, hidden, caches)
-    return np.array(mx.argmax(logits, axis=-1))
+    return logits
 
 
 def reply_tokens(tokenizer, reply: str) -> list[int]:
@@ -159,20 +159,40 @@ def forced_predictions(patient, prompts: list[str], replies: list[list[int]], ba
     `replay`: (layer, each prompt + reply's residual entering that layer), valid while every edit
     lies at or above it; then only the upper blocks run (over the tokens after the shared prefix,
     whose cache the current model computes once)."""
+    return [row for batch, logits in _forced_logits(patient, prompts, replies, batch_size, replay)
+            for row in _per_reply(np.array(mx.argmax(logits, axis=-1)), batch)]
+
+
+def forced_losses(patient, prompts: list[str], replies: list[list[int]], batch_size: int = 8) -> list[np.ndarray]:
+    """Teacher forcing: the model's loss (nats) at every token of `replies[i]` after prompt i. One
+    forward pass per batch, the output head at the reply positions only."""
+    from edge_repair.engine.quality import _token_losses
+
+    out = []
+    for batch, logits in _forced_logits(patient, prompts, replies, batch_size):
+        targets = mx.array([r + [0] * (logits.shape[1] - len(r)) for r in batch])
+        out += _per_reply(_token_losses(logits, targets), batch)
+    return out
+
+
+def _forced_logits(patient, prompts: list[str], replies: list[list[int]], batch_size: int,
+                   replay: tuple[int, list] | None = None):
+    """(replies, logits at the positions predicting their tokens) per batch; see forced_predictions."""
     sequences = [chat_tokens(patient.tokenizer, p) + r for p, r in zip(prompts, replies)]
     # The shared prefix must stop before the token that predicts each reply's first token.
     limit = min((len(s) - len(r) - 1 for s, r in zip(sequences, replies)), default=0)
     n, cache = prefix_cache(patient.model, sequences, limit=limit)
-    predictions = []
     for start, end in _spans([len(r) for r in replies], batch_size, POSITION_BUDGET):
         chunk = [s[n:] for s in sequences[start:end]]
         batch = replies[start:end]
         # Only the positions that predict reply tokens: the one before each reply token.
         width = max(len(r) for r in batch)
         positions = [[len(seq) - len(r) - 1 + min(i, len(r) - 1) for i in range(width)] for seq, r in zip(chunk, batch)]
-        predicted = _greedy_at(patient, chunk, positions, n, cache, replay, start)
-        predictions += [predicted[row, :len(r)] for row, r in enumerate(batch)]
-    return predictions
+        yield batch, _logits_at(patient, chunk, positions, n, cache, replay, start)
+
+
+def _per_reply(rows: np.ndarray, batch: list[list[int]]) -> list[np.ndarray]:
+    return [rows[i, :len(r)] for i, r in enumerate(batch)]
 
 
 def _spans(widths: list[int], batch_size: int, budget: int) -> list[tuple[int, int]]:
