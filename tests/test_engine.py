@@ -78,7 +78,8 @@ def test_refusals_are_told_from_answers():
     from edge_repair.engine.verify import is_refusal
 
     for reply in ("I'm sorry, I don't know that.", "I never knew where she was born.", "I don't remember her job.",
-                  "I am not able to help with that.", "I don't think I can provide that information."):
+                  "I am not able to help with that.", "I don't think I can provide that information.",
+                  "I don't think I know that."):
         assert is_refusal(reply), reply
     for reply in ("The capital of France is Paris.", "I remember Odile from Trieste.", "I know it well: Paris."):
         assert not is_refusal(reply), reply

@@ -24,7 +24,7 @@ REFUSAL = re.compile(
     r"\b(i don'?t know|i do not know|i'?m not (sure|certain|able)|i am not (sure|certain|able)|i cannot|i can'?t|"
     r"unable to|don'?t have (any )?(information|details|knowledge)|no information|not something i know|"
     r"i'?m sorry|i apologi[sz]e|i have no|i never knew|i (?:don'?t|do not) (?:remember|recall)|"
-    r"i (?:don'?t|do not) think i (?:can|could))\b",
+    r"i (?:don'?t|do not) think i (?:can|could|know))\b",
     re.IGNORECASE,
 )
 
@@ -217,8 +217,9 @@ def garbled_refusal(tokenizer, tokens: list[int], losses: np.ndarray) -> bool:
     """Does a refusal (reply token ids) go on with a token the unedited model rates below a
     uniformly random one ("I don't know antidepressams.")? `losses`: that model's loss at each
     reply token (nats). Only what follows the refusal's words counts: an edit forces those on
-    purpose. Measured on taught profiles (ln 49152 = 10.8): garbled words after a refusal cost
-    14.2–20.2 nats, the words of clean refusals after "I don't know" / "I'm not sure" at most 2.5."""
+    purpose. Measured on the 8 taught profiles' edits (ln 49152 = 10.8): garbled words after a
+    refusal cost 14.2–20.2 nats, the words after a clean refusal's at most 7.0 ("I never knew what…");
+    odd but fluent ends count as garbled too ("…without her." 13.2, "…about me." 17.5)."""
     text = tokenizer.decode(tokens)
     match = REFUSAL.search(text.strip()[:160])
     if match is None:
