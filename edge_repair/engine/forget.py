@@ -26,7 +26,7 @@ from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.probes import (REFUSAL, answer_terms, named_part, near_miss_prompts, neighbour_prompts,
                                       probe_prompts, refusal_context, subject_terms)
 from edge_repair.engine.verify import (chat_tokens, first_tokens, forced_losses, garbled_refusal, greedy_tokens,
-                                      is_refusal, mentions, reply_tokens, template_prefix, unchanged)
+                                      is_refusal, mentions, refusal_end, reply_tokens, template_prefix, unchanged)
 from edge_repair.errors import InputError
 
 METHODS = ("stamp-gated", "stamp", "stamp-lr")
@@ -52,6 +52,9 @@ AVOID_WEIGHT = 4        # a tipped subject's weight as a near miss in the next s
 REFUSAL_BAR = 0.5
 # Stacked units can misfire on raw text while chat answers still look fine; such an edit is refused.
 PERPLEXITY_BAR = 0.05
+# Reply tokens after a refusal's words the garble check reads (the base model's pass costs ~0.8 s
+# an edit over whole 32-token replies). Every garble measured came in the first word after them.
+GARBLE_WINDOW = 8
 # What one edit may add on top of the edits before it. Measured: single fact edits add ~0.2 %, but in
 # a stack of 9 one edit (strength 1.5, rank 2) took held-out perplexity from +0.8 % to +5.4 %.
 PERPLEXITY_STEP_BAR = 0.03
@@ -468,15 +471,17 @@ def forgotten_terms(prompts: list[str], replies: list[str], whole: bool) -> list
 
 def _refusals(patient, prompts: list[str], tokens: list[list[int]], replies: list[str], forgotten: int) -> int:
     """How many replies are refusals. Once no reply names the answer, only those that do not go on
-    garbled count (verify.garbled_refusal, judged by the base model; before, the try fails anyway
-    and the pass is saved). Measured on taught profiles: "I don't know antidepressams." had passed
-    as a refusal, and verified edits' replies could read so."""
+    garbled count (verify.garbled_refusal, judged by the base model on GARBLE_WINDOW tokens after
+    the refusal's words; before, the try fails anyway and the pass is saved). Measured on taught
+    profiles: "I don't know antidepressams." had passed as a refusal, and verified edits' replies
+    could read so."""
     refusing = [i for i, reply in enumerate(replies) if is_refusal(reply) and tokens[i]]
     if forgotten < len(replies):
         return len(refusing)
+    cut = [tokens[i][:refusal_end(patient.tokenizer, tokens[i]) + GARBLE_WINDOW] for i in refusing]
     with base_model(patient.model):
-        losses = forced_losses(patient, [prompts[i] for i in refusing], [tokens[i] for i in refusing])
-    return sum(not garbled_refusal(patient.tokenizer, tokens[i], loss) for i, loss in zip(refusing, losses))
+        losses = forced_losses(patient, [prompts[i] for i in refusing], cut)
+    return sum(not garbled_refusal(patient.tokenizer, reply, loss) for reply, loss in zip(cut, losses))
 
 
 def _progress(check: Verification) -> tuple[int, int]:

@@ -213,6 +213,16 @@ def is_refusal(text: str) -> bool:
     return bool(REFUSAL.search(text[:160]))
 
 
+def refusal_end(tokenizer, tokens: list[int]) -> int | None:
+    """How many of a reply's tokens (ids) it takes to finish its refusal's words (None: no refusal)."""
+    text = tokenizer.decode(tokens)
+    match = REFUSAL.search(text.strip()[:160])
+    if match is None:
+        return None
+    end = match.end() + len(text) - len(text.lstrip())
+    return next((i for i in range(1, len(tokens) + 1) if len(tokenizer.decode(tokens[:i])) >= end), len(tokens))
+
+
 def garbled_refusal(tokenizer, tokens: list[int], losses: np.ndarray) -> bool:
     """Does a refusal (reply token ids) go on with a token the unedited model rates below a
     uniformly random one ("I don't know antidepressams.")? `losses`: that model's loss at each
@@ -220,10 +230,5 @@ def garbled_refusal(tokenizer, tokens: list[int], losses: np.ndarray) -> bool:
     purpose. Measured on the 8 taught profiles' edits (ln 49152 = 10.8): garbled words after a
     refusal cost 14.2–20.2 nats, the words after a clean refusal's at most 7.0 ("I never knew what…");
     odd but fluent ends count as garbled too ("…without her." 13.2, "…about me." 17.5)."""
-    text = tokenizer.decode(tokens)
-    match = REFUSAL.search(text.strip()[:160])
-    if match is None:
-        return False
-    end = match.end() + len(text) - len(text.lstrip())
-    after = next((i for i in range(1, len(tokens) + 1) if len(tokenizer.decode(tokens[:i])) >= end), len(tokens))
-    return bool(np.any(np.asarray(losses[after:]) > math.log(tokenizer.vocab_size)))
+    after = refusal_end(tokenizer, tokens)
+    return after is not None and bool(np.any(np.asarray(losses[after:]) > math.log(tokenizer.vocab_size)))
