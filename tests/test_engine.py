@@ -581,12 +581,12 @@ def test_the_answer_is_read_short_and_each_try_is_checked_further(tiny_model_dir
 def test_token_losses_are_mlx_cross_entropy():
     import mlx.nn as nn
 
-    from edge_repair.engine.quality import _token_losses
+    from edge_repair.engine.quality import token_losses
 
     logits = mx.random.normal((2, 5, 300), key=mx.random.key(0)) * 8
     targets = mx.random.randint(0, 300, (2, 5), key=mx.random.key(1))
     expected = np.array(nn.losses.cross_entropy(logits, targets, reduction="none"))
-    assert np.allclose(_token_losses(logits, targets), expected, atol=1e-4)
+    assert np.allclose(token_losses(logits, targets), expected, atol=1e-4)
 
 
 def test_bank_scores_stay_in_the_rows_precision():

@@ -14,6 +14,7 @@ import numpy as np
 from edge_repair.datasets import mentions  # noqa: F401 - the one answer matcher, re-exported for callers
 from edge_repair.engine.capture import (logits_only_at, pad_batch, prefix_cache, repeat_cache, replayed_logits,
                                         shared_prefix)
+from edge_repair.engine.quality import token_losses
 
 # Reply positions a teacher-forced batch predicts at once: its logits are rows × positions × the
 # vocabulary (49k words on the default model), held twice. Measured on 8 rows of 24 draft tokens:
@@ -166,12 +167,10 @@ def forced_predictions(patient, prompts: list[str], replies: list[list[int]], ba
 def forced_losses(patient, prompts: list[str], replies: list[list[int]], batch_size: int = 8) -> list[np.ndarray]:
     """Teacher forcing: the model's loss (nats) at every token of `replies[i]` after prompt i. One
     forward pass per batch, the output head at the reply positions only."""
-    from edge_repair.engine.quality import _token_losses
-
     out = []
     for batch, logits in _forced_logits(patient, prompts, replies, batch_size):
         targets = mx.array([r + [0] * (logits.shape[1] - len(r)) for r in batch])
-        out += _per_reply(_token_losses(logits, targets), batch)
+        out += _per_reply(token_losses(logits, targets), batch)
     return out
 
 
