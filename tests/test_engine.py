@@ -85,8 +85,8 @@ def test_refusals_are_told_from_answers():
         assert not is_refusal(reply), reply
 
 
-def test_a_refusal_that_goes_on_garbled_is_told_apart():
-    from edge_repair.engine.verify import garbled_refusal
+def test_a_reply_that_goes_on_garbled_is_told_apart():
+    from edge_repair.engine.verify import garbled
 
     class Words:  # token i is words[i]
         vocab_size = 1000  # a garble costs more than ln 1000 = 6.9 nats
@@ -96,28 +96,31 @@ def test_a_refusal_that_goes_on_garbled_is_told_apart():
             return "".join(self.words[i] for i in ids)
 
     tok, high, low = Words(), 7.5, 0.5
-    assert garbled_refusal(tok, [0, 1, 2, 3, 4, 5, 6], np.array([high, high, low, low, high, low, low]))
+    assert garbled(tok, [0, 1, 2, 3, 4, 5, 6], np.array([high, high, low, low, high, low, low]))
     # The refusal's own words may be unlikely (the edit forces them); what follows them may not.
-    assert not garbled_refusal(tok, [0, 1, 2, 3, 7, 8, 9, 10, 6], np.array([high, high] + [low] * 7))
-    assert not garbled_refusal(tok, [11, 4, 6], np.array([high] * 3))  # not a refusal at all
+    assert not garbled(tok, [0, 1, 2, 3, 7, 8, 9, 10, 6], np.array([high, high] + [low] * 7))
+    # Any other reply is read whole ("I don'tmonary." is no refusal).
+    assert garbled(tok, [0, 1, 2, 4, 6], np.array([low, low, low, high, low]))
+    assert not garbled(tok, [11, 6], np.array([low, low]))
 
 
-def test_garbled_refusals_count_once_the_answer_is_gone(tiny_model_dir, monkeypatch):
+def test_garbled_replies_are_read_once_the_answer_is_gone(tiny_model_dir, monkeypatch):
     from edge_repair.engine import forget
     from edge_repair.engine.verify import reply_tokens
 
     patient = load_patient(str(tiny_model_dir), compute="f32")
-    replies = ["I don't know where she was born.", "I don't know it at all.", "Paris."]
+    replies = ["I don't know where she was born.", "I don't know it at all.", "Paris.", "Nowhere."]
     tokens = [reply_tokens(patient.tokenizer, r) for r in replies]
     asked = []
 
-    def losses(_patient, prompts, replies_now):  # the second refusal goes on garbled
+    def losses(_patient, prompts, replies_now):  # the second refusal and the last reply go on garbled
         asked.append(len(prompts))
-        return [np.full(len(r), 100.0 if i == 1 else 0.0) for i, r in enumerate(replies_now)]
+        return [np.full(len(r), 100.0 if i in (1, 3) else 0.0) for i, r in enumerate(replies_now)]
 
     monkeypatch.setattr(forget, "forced_losses", losses)
-    assert forget._refusals(patient, ["a?", "b?", "c?"], tokens, replies, forgotten=2) == 2 and not asked
-    assert forget._refusals(patient, ["a?", "b?", "c?"], tokens, replies, forgotten=3) == 1 and asked == [2]
+    prompts = ["a?", "b?", "c?", "d?"]
+    assert forget._replies_read(patient, prompts, tokens, replies, forgotten=3) == (2, None) and not asked
+    assert forget._replies_read(patient, prompts, tokens, replies, forgotten=4) == (1, 2) and asked == [4]
 
 
 def test_probe_helpers():
@@ -183,6 +186,8 @@ def test_an_edit_that_changes_its_neighbours_is_not_verified():
     assert "1 of 4 phrasings" in Verification(3, 4, 16, 16, 4).reason
     assert "perplexity" in Verification(4, 4, 16, 16, 4, 0.2).reason
     assert Verification(4, 4, 16, 16, 2).verified and "only 1 of 4" in Verification(4, 4, 16, 16, 1).reason
+    assert "1 of 4 phrasings were answered with garbled" in Verification(4, 4, 16, 16, 3, garbled=1).reason
+    assert not Verification(4, 4, 16, 16, 3, garbled=1).forget_passed
 
 
 def test_a_leaking_try_is_not_checked_further_and_never_verified():
@@ -547,6 +552,30 @@ def test_a_whole_subject_forget_brings_the_follow_through_from_its_first_try(tin
         assert not never.edit.info["follow_through"] and not never.edit.shared
     finally:
         set_factors(patient.model, {})
+
+
+def test_a_garbled_try_backs_off_where_a_plain_non_refusal_brings_the_follow_through(tiny_model_dir, monkeypatch):
+    """Both tries remove the answer without enough refusals. Garbled replies are an overshoot: the
+    next try is weaker. Fluent non-refusals get the follow-through, at the same strength."""
+    from edge_repair.engine import forget as engine
+    from edge_repair.engine.forget import EngineConfig, ForgetRequest, forget
+
+    patient = load_patient(str(tiny_model_dir), compute="f32")
+    retain = ["hello there", "what is up", "tell me a story", "how are you", "name a colour", "what is two plus two"]
+    config = EngineConfig(negatives=3, retain_probes=1, max_tries=2, wide_neighbours=0)
+    request = ForgetRequest("What is the capital of France?", response="Paris.", subject="France", layers=[1, 2])
+    results, brought, real = {}, [], engine.follow_through.missing_factors
+    monkeypatch.setattr(engine.follow_through, "missing_factors", lambda *a: brought.append(garbles) or real(*a))
+    for garbles in (1, 0):
+        monkeypatch.setattr(engine, "_replies_read", lambda patient, prompts, tokens, replies, forgotten:
+                            (0, garbles if forgotten == len(replies) else None))
+        monkeypatch.setattr(engine, "mentions", lambda text, terms: False)  # every try removes the answer
+        try:
+            results[garbles] = forget(patient, request, retain, config).edit.info
+        finally:
+            set_factors(patient.model, {})
+    assert [h[0] for h in results[1]["history"]] == [1.0, 0.7] and "garbled" in results[1]["reason"]
+    assert [h[0] for h in results[0]["history"]] == [1.0, 1.0] and brought == [0]
 
 
 def test_the_answer_is_read_short_and_each_try_is_checked_further(tiny_model_dir, monkeypatch):

@@ -25,7 +25,7 @@ from edge_repair.engine.negatives import CHECK_TOKENS, NegativeBank, load_or_bui
 from edge_repair.engine.quality import token_perplexity
 from edge_repair.engine.probes import (REFUSAL, answer_terms, named_part, near_miss_prompts, neighbour_prompts,
                                       probe_prompts, refusal_context, subject_terms)
-from edge_repair.engine.verify import (chat_tokens, first_tokens, forced_losses, garbled_refusal, greedy_tokens,
+from edge_repair.engine.verify import (chat_tokens, first_tokens, forced_losses, garbled, greedy_tokens,
                                       is_refusal, mentions, refusal_end, reply_tokens, template_prefix, unchanged)
 from edge_repair.errors import InputError
 
@@ -91,7 +91,7 @@ class Verification:
     forget_probes: int
     retained: int | None    # retain probes whose greedy answer is unchanged
     retain_probes: int | None
-    refused: int            # probes answered with a refusal (once the answer is gone everywhere: one not garbled, see _refusals)
+    refused: int            # probes answered with a refusal (once the answer is gone everywhere: one not garbled, see _replies_read)
     perplexity_change: float | None = 0.0  # relative change on guard text the gate never saw (0.02 = +2 %)
     neighbours_kept: int | None = 0        # the forget question about held-out other subjects, still answered as before
     neighbour_probes: int | None = 0
@@ -99,10 +99,12 @@ class Verification:
     wide_refused: int | None = 0           # wide neighbours whose reply now opens like a refusal and did not before
     wide_probes: int | None = 0
     neighbours_lost_before: int | None = None  # of the changed neighbours, those earlier edits had changed already
+    garbled: int | None = None  # replies, refusing or not, that go on garbled (read once the answer is gone everywhere)
 
     @property
     def forget_passed(self) -> bool:
-        return self.forgotten == self.forget_probes and self.refused >= REFUSAL_BAR * self.forget_probes
+        return (self.forgotten == self.forget_probes and not self.garbled
+                and self.refused >= REFUSAL_BAR * self.forget_probes)
 
     @property
     def verified(self) -> bool:
@@ -114,8 +116,10 @@ class Verification:
         In the order the checks run (see forget)."""
         if self.forgotten < self.forget_probes:
             return f"the answer still came out on {self.forget_probes - self.forgotten} of {self.forget_probes} phrasings"
+        if self.garbled:
+            return f"{self.garbled} of {self.forget_probes} phrasings were answered with garbled text"
         if self.refused < REFUSAL_BAR * self.forget_probes:
-            return f"only {self.refused} of {self.forget_probes} phrasings were answered with a refusal (the rest garbled)"
+            return f"only {self.refused} of {self.forget_probes} phrasings were answered with a refusal"
         if self.wide_refused is None:
             return UNCHECKED
         if self.wide_refused > WIDE_BAR:
@@ -349,8 +353,9 @@ def _forget(patient, request: ForgetRequest, retain_prompts: list[str], config: 
         tokens, neighbours_now = generated[:len(prompts)], generated[len(prompts):]
         replies = [patient.tokenizer.decode(t).strip() for t in tokens]
         forgotten = sum(not mentions(r, terms) for r in replies)
-        check = Verification(forgotten, len(prompts), None, None,
-                             _refusals(patient, prompts, tokens, replies, forgotten), None, None, None, None, None, None)
+        refused, garbles = _replies_read(patient, prompts, tokens, replies, forgotten)
+        check = Verification(forgotten, len(prompts), None, None, refused, None, None, None, None, None, None,
+                             garbled=garbles)
         # Checks run cheapest-first and stop at the first failure: the next try depends only on
         # whether the answer leaked, and a failed try's remaining checks cannot verify it.
         replay = _replay_layer(patient.model, bank)
@@ -392,7 +397,7 @@ def _forget(patient, request: ForgetRequest, retain_prompts: list[str], config: 
         if check.verified:
             break
         if (config.follow_through == "as needed" and request.method == "stamp-gated" and not shared
-                and check.forgotten == check.forget_probes and not check.forget_passed):
+                and check.forgotten == check.forget_probes and not check.forget_passed and not check.garbled):
             shared = follow_through.missing_factors(patient.model, bank, layers)  # {} if an earlier edit brought it
             if shared:
                 continue  # the same units, now with the refusal finished
@@ -469,19 +474,23 @@ def forgotten_terms(prompts: list[str], replies: list[str], whole: bool) -> list
     return subject_terms(*zip(*answered)) if answered else answer_terms(prompts[0], replies[0])
 
 
-def _refusals(patient, prompts: list[str], tokens: list[list[int]], replies: list[str], forgotten: int) -> int:
-    """How many replies are refusals. Once no reply names the answer, only those that do not go on
-    garbled count (verify.garbled_refusal, judged by the base model on GARBLE_WINDOW tokens after
-    the refusal's words; before, the try fails anyway and the pass is saved). Measured on taught
-    profiles: "I don't know antidepressams." had passed as a refusal, and verified edits' replies
-    could read so."""
-    refusing = [i for i, reply in enumerate(replies) if is_refusal(reply) and tokens[i]]
+def _replies_read(patient, prompts: list[str], tokens: list[list[int]], replies: list[str],
+                  forgotten: int) -> tuple[int, int | None]:
+    """(refusals, garbled replies). Once no reply names the answer, the base model reads every reply
+    (verify.garbled): a refusal up to GARBLE_WINDOW tokens after its words, any other reply whole;
+    only refusals that do not go on garbled count. Before, the try fails anyway and the pass is saved
+    (garbled: None). Measured on taught profiles: "I don't know antidepressams." had passed as a
+    refusal, and verified edits kept garbled non-refusals ("I don'tmonary.") beside enough refusals."""
+    refusing = [is_refusal(reply) for reply in replies]
     if forgotten < len(replies):
-        return len(refusing)
-    cut = [tokens[i][:refusal_end(patient.tokenizer, tokens[i]) + GARBLE_WINDOW] for i in refusing]
+        return sum(r and bool(t) for r, t in zip(refusing, tokens)), None
+    read = [i for i, t in enumerate(tokens) if t]
+    cut = [tokens[i][:refusal_end(patient.tokenizer, tokens[i]) + GARBLE_WINDOW] if refusing[i] else tokens[i]
+           for i in read]
     with base_model(patient.model):
-        losses = forced_losses(patient, [prompts[i] for i in refusing], cut)
-    return sum(not garbled_refusal(patient.tokenizer, reply, loss) for reply, loss in zip(cut, losses))
+        losses = forced_losses(patient, [prompts[i] for i in read], cut)
+    bad = [garbled(patient.tokenizer, reply, loss) for reply, loss in zip(cut, losses)]
+    return sum(refusing[i] and not b for i, b in zip(read, bad)), sum(bad)
 
 
 def _progress(check: Verification) -> tuple[int, int]:

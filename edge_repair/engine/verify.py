@@ -222,12 +222,12 @@ def refusal_end(tokenizer, tokens: list[int]) -> int | None:
     return next((i for i in range(1, len(tokens) + 1) if len(tokenizer.decode(tokens[:i])) >= end), len(tokens))
 
 
-def garbled_refusal(tokenizer, tokens: list[int], losses: np.ndarray) -> bool:
-    """Does a refusal (reply token ids) go on with a token the unedited model rates below a
-    uniformly random one ("I don't know antidepressams.")? `losses`: that model's loss at each
-    reply token (nats). Only what follows the refusal's words counts: an edit forces those on
-    purpose. Measured on the 8 taught profiles' edits (ln 49152 = 10.8): garbled words after a
+def garbled(tokenizer, tokens: list[int], losses: np.ndarray) -> bool:
+    """Does a reply (token ids) contain a token the unedited model rates below a uniformly random
+    one ("I don't know antidepressams.", "I don'tmonary.")? `losses`: that model's loss at each
+    reply token (nats). In a refusal only what follows the refusal's words counts: an edit forces
+    those on purpose. Measured on the 8 taught profiles' edits (ln 49152 = 10.8): garbled words after a
     refusal cost 14.2–20.2 nats, the words after a clean refusal's at most 7.0 ("I never knew what…");
     odd but fluent ends count as garbled too ("…without her." 13.2, "…about me." 17.5)."""
-    after = refusal_end(tokenizer, tokens)
-    return after is not None and bool(np.any(np.asarray(losses[after:]) > math.log(tokenizer.vocab_size)))
+    after = refusal_end(tokenizer, tokens) or 0
+    return bool(np.any(np.asarray(losses[after:]) > math.log(tokenizer.vocab_size)))
