@@ -64,9 +64,9 @@ UNCHECKED = "the other answers were not checked"
 # When an edit brings the shared follow-through (follow_through.py): "as needed" brings it from the
 # first try for a whole subject (asked about openly, a small model continues its "I'm" into a persona:
 # "I'm Maya Taylor, a talented artist…"), otherwise on the next try once a try removed the answer but
-# too few replies were refusals. Measured: always on, it changed a quarter of ordinary chat replies;
-# never, 3 of 10 pipeline requests about people were declined and a forgotten profile's answers kept
-# ROUGE-L 0.37 against 0.06.
+# too few replies were refusals, none of them garbled (a garble is an overshoot: backed off).
+# Measured: always on, it changed a quarter of ordinary chat replies; never, 3 of 10 pipeline
+# requests about people were declined and a forgotten profile's answers kept ROUGE-L 0.37 against 0.06.
 FOLLOW_THROUGH = ("as needed", "always", "never")
 
 
