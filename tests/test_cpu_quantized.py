@@ -13,17 +13,21 @@ from edge_repair.loading import load_patient
 @pytest.mark.parametrize("bits,group,scale_type", [(4, 32, mx.float16), (4, 64, mx.bfloat16), (8, 32, mx.float32),
                                                    (8, 128, mx.float16)])
 def test_kernel_computes_x_times_the_dequantized_weight(kernel, bits, group, scale_type):
-    w = mx.random.normal((37, 384), key=mx.random.key(3)) * 0.2
+    w = mx.random.normal((301, 384), key=mx.random.key(3)) * 0.2
     q, scales, biases = mx.quantize(w, group_size=group, bits=bits)
     scales, biases = scales.astype(scale_type), biases.astype(scale_type)
     # The weights the f32 copies hold (loading.to_float32): scale·q + bias computed in f32.
     dense = mx.dequantize(q, scales.astype(mx.float32), biases.astype(mx.float32), group_size=group, bits=bits)
-    for rows in (1, 3, 8, 11):  # 8 rows share an unpacked chunk: the remainders too
+    for rows in (1, 3, 8, 11, 16):  # 8 rows share an unpacked chunk: the remainders too
         x = mx.random.normal((rows, 384), key=mx.random.key(rows))
         got = kernel.quantized_matmul_rows(x, q, scales, biases, dense, group, bits)
         want = x @ dense.T
-        assert got.shape == (rows, 37) and got.dtype == mx.float32
+        assert got.shape == (rows, 301) and got.dtype == mx.float32
         assert mx.allclose(got, want, rtol=1e-5, atol=1e-4).item(), float(mx.abs(got - want).max())
+        # Several rows split their columns among the cores: each column computed once, as alone.
+        alone = mx.concatenate([kernel.quantized_matmul_rows(x[i:i + 1], q, scales, biases, dense, group, bits)
+                                for i in range(rows)])
+        assert mx.array_equal(got, alone).item()
 
 
 def test_kernel_rejects_shapes_it_cannot_read(kernel):

@@ -22,8 +22,8 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SOURCES = [HERE / name for name in ("module.cpp", "quantized_matmul.cpp", "fused.cpp")]
-HEADERS = [HERE / name for name in ("quantized_matmul.h", "fused.h")]
+SOURCES = [HERE / name for name in ("module.cpp", "quantized_matmul.cpp", "fused.cpp", "workers.cpp")]
+HEADERS = [HERE / name for name in ("quantized_matmul.h", "fused.h", "workers.h")]
 MODULE = "_kernels"
 BUILD_SECONDS = 600
 

@@ -12,6 +12,7 @@
 // exact in f32). y (M, N) = x (M, K) · Wᵀ.
 
 #include "quantized_matmul.h"
+#include "workers.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -155,14 +156,14 @@ inline Table table(Vec scale, Vec bias) {  // a group's weights for q = 0..15
 // possible weights are computed once and each value is a table lookup; at 8 bits each weight is
 // computed. Two sums per row: one chain of adds would wait on its own latency.
 template <int BITS, int R>
-void rows_simd(const float* xr, const uint8_t* w, const void* scales, const void* biases, int type, float* y, int N,
-               int K, int G) {
+void rows_simd(const float* xr, const uint8_t* w, const void* scales, const void* biases, int type, float* y, int n0,
+               int n1, int N, int K, int G) {
   const int groups = K / G, row_bytes = K * BITS / 8;
   constexpr int PIECES = 32 / LANES;  // vectors per 32 values
   thread_local std::vector<float> s, b;
   s.resize(groups);
   b.resize(groups);
-  for (int n = 0; n < N; ++n) {
+  for (int n = n0; n < n1; ++n) {
     row_params(scales, biases, type, size_t(n) * groups, groups, s.data(), b.data());
     const uint8_t* row = w + size_t(n) * row_bytes;
     Vec acc[R][2];
@@ -194,26 +195,26 @@ void rows_simd(const float* xr, const uint8_t* w, const void* scales, const void
 
 template <int BITS>
 void rows_dispatch(int R, const float* xr, const uint8_t* w, const void* scales, const void* biases, int type, float* y,
-                   int N, int K, int G) {
+                   int n0, int n1, int N, int K, int G) {
   switch (R) {
-    case 1: rows_simd<BITS, 1>(xr, w, scales, biases, type, y, N, K, G); break;
-    case 2: rows_simd<BITS, 2>(xr, w, scales, biases, type, y, N, K, G); break;
-    case 3: rows_simd<BITS, 3>(xr, w, scales, biases, type, y, N, K, G); break;
-    case 4: rows_simd<BITS, 4>(xr, w, scales, biases, type, y, N, K, G); break;
-    case 5: rows_simd<BITS, 5>(xr, w, scales, biases, type, y, N, K, G); break;
-    case 6: rows_simd<BITS, 6>(xr, w, scales, biases, type, y, N, K, G); break;
-    case 7: rows_simd<BITS, 7>(xr, w, scales, biases, type, y, N, K, G); break;
-    default: rows_simd<BITS, 8>(xr, w, scales, biases, type, y, N, K, G); break;
+    case 1: rows_simd<BITS, 1>(xr, w, scales, biases, type, y, n0, n1, N, K, G); break;
+    case 2: rows_simd<BITS, 2>(xr, w, scales, biases, type, y, n0, n1, N, K, G); break;
+    case 3: rows_simd<BITS, 3>(xr, w, scales, biases, type, y, n0, n1, N, K, G); break;
+    case 4: rows_simd<BITS, 4>(xr, w, scales, biases, type, y, n0, n1, N, K, G); break;
+    case 5: rows_simd<BITS, 5>(xr, w, scales, biases, type, y, n0, n1, N, K, G); break;
+    case 6: rows_simd<BITS, 6>(xr, w, scales, biases, type, y, n0, n1, N, K, G); break;
+    case 7: rows_simd<BITS, 7>(xr, w, scales, biases, type, y, n0, n1, N, K, G); break;
+    default: rows_simd<BITS, 8>(xr, w, scales, biases, type, y, n0, n1, N, K, G); break;
   }
 }
 #endif
 
 // Portable: the same weights, one value at a time.
 void rows_portable(const float* xr, const uint8_t* w, const void* scales, const void* biases, int type, float* y,
-                   int R, int N, int K, int G, int bits) {
+                   int R, int n0, int n1, int N, int K, int G, int bits) {
   const int groups = K / G, row_bytes = K * bits / 8;
   std::vector<float> s(groups), b(groups), q(32), acc(R);
-  for (int n = 0; n < N; ++n) {
+  for (int n = n0; n < n1; ++n) {
     row_params(scales, biases, type, size_t(n) * groups, groups, s.data(), b.data());
     std::fill(acc.begin(), acc.end(), 0.f);
     for (int g = 0; g < groups; ++g)
@@ -235,21 +236,39 @@ void rows_portable(const float* xr, const uint8_t* w, const void* scales, const 
 // Rows of x that share each unpacked chunk of weights.
 constexpr int ROWS_PER_PASS = 8;
 
+// Output columns [n0, n1) of y for all M rows of x (already in prepare_rows' order).
+void rows_range(const float* xr, const uint8_t* w, const void* scales, const void* biases, int type, float* y, int M,
+                int n0, int n1, int N, int K, int G, int bits) {
+  for (int m0 = 0; m0 < M; m0 += ROWS_PER_PASS) {
+    const int R = std::min(ROWS_PER_PASS, M - m0);
+    const float* xp = xr + size_t(m0) * K;
+    float* yp = y + size_t(m0) * N;
+#ifdef ER_SIMD
+    if (bits == 4) rows_dispatch<4>(R, xp, w, scales, biases, type, yp, n0, n1, N, K, G);
+    else rows_dispatch<8>(R, xp, w, scales, biases, type, yp, n0, n1, N, K, G);
+#else
+    rows_portable(xp, w, scales, biases, type, yp, R, n0, n1, N, K, G, bits);
+#endif
+  }
+}
+
+// Work below this many multiply-adds runs on one thread: measured on the default model (2-core
+// x86), a decoding step of one row was slower split (the other core builds MLX's next graph).
+constexpr long SPLIT_WORK = 2L * 576 * 576;
+
+// A call's output columns split among the CPU's cores: several rows (a batched decoding step)
+// are compute-bound, and MLX runs a CPU stream's ops on one thread.
 void quantized_rows(const float* x, const uint8_t* w, const void* scales, const void* biases, int type, float* y,
                     int M, int N, int K, int G, int bits) {
   std::vector<float> xr(size_t(M) * K);
   prepare_rows(x, xr.data(), M, K, bits);
-  for (int m0 = 0; m0 < M; m0 += ROWS_PER_PASS) {
-    const int R = std::min(ROWS_PER_PASS, M - m0);
-    const float* xp = xr.data() + size_t(m0) * K;
-    float* yp = y + size_t(m0) * N;
-#ifdef ER_SIMD
-    if (bits == 4) rows_dispatch<4>(R, xp, w, scales, biases, type, yp, N, K, G);
-    else rows_dispatch<8>(R, xp, w, scales, biases, type, yp, N, K, G);
-#else
-    rows_portable(xp, w, scales, biases, type, yp, R, N, K, G, bits);
-#endif
-  }
+  const float* xp = xr.data();
+  const long work = long(M) * N * K;
+  const int parts = (M < 2 || work < SPLIT_WORK) ? 1 : std::min(workers::size(), std::max(1, N / 64));
+  workers::run(parts, [&](int part) {
+    const int n0 = int(long(N) * part / parts), n1 = int(long(N) * (part + 1) / parts);
+    rows_range(xp, w, scales, biases, type, y, M, n0, n1, N, K, G, bits);
+  });
 }
 
 class QuantizedRows : public UnaryPrimitive {
