@@ -252,8 +252,9 @@ void rows_range(const float* xr, const uint8_t* w, const void* scales, const voi
   }
 }
 
-// Work below this many multiply-adds runs on one thread: measured on the default model (2-core
-// x86), a decoding step of one row was slower split (the other core builds MLX's next graph).
+// One row (a chat token) stays on one thread: measured on the default model (2-core x86), it was
+// slower split, as the other core builds MLX's next graph meanwhile (README, Speed on Linux).
+// Calls under SPLIT_WORK multiply-adds stay too (a guard for small layers, not tuned).
 constexpr long SPLIT_WORK = 2L * 576 * 576;
 
 // A call's output columns split among the CPU's cores: several rows (a batched decoding step)
