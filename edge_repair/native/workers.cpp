@@ -12,7 +12,6 @@
 #include <cstdint>
 #include <mutex>
 #include <thread>
-#include <vector>
 
 #include <unistd.h>
 
@@ -103,11 +102,15 @@ int size() {
 
 void run(int parts, const std::function<void(int)>& job) {
   parts = std::min(parts, size());
+  if (parts <= 1) {
+    job(0);
+    return;
+  }
   // Two MLX streams may evaluate at once, each on its own thread: the second runs alone.
   static std::mutex busy;
   std::unique_lock<std::mutex> lock(busy, std::try_to_lock);
-  if (parts <= 1 || !lock.owns_lock()) {
-    for (int part = 0; part < std::max(parts, 1); ++part) job(part);
+  if (!lock.owns_lock()) {
+    for (int part = 0; part < parts; ++part) job(part);
     return;
   }
   pool()->run(parts, job);
