@@ -22,6 +22,9 @@ def test_memory_phases_have_positive_byte_counts(tiny_model_dir, tmp_path):
     for phase in result["memory"].values():
         assert phase["mlx_peak_bytes"] > 0 and phase["rss_peak_bytes"] > 0
     assert result["forget_over_chat"] > 0
+    assert {p["role"] for p in result["memory"].values()} == set(memory.ROLES.values()) == set(result["roles"])
+    assert result["roles"]["watchdog"] == max(result["memory"][n]["mlx_peak_bytes"] for n in ("watchdog-prepare",
+                                                                                             "watchdog"))
     assert result["device"]["model"]["bytes"] > 0 and result["device"]["mlx"]
     assert "Memory per phase" in report.memory_markdown(result)
     written = report.write_results("memory", result, tmp_path / "results")
@@ -34,6 +37,26 @@ def test_scaling_runs_on_tiny_sizes():
     assert all(r[f"{name}_s"] > 0 for r in result["by_dim"] + result["by_rank"] for name in scaling.SOLVES)
     assert set(result["slopes_vs_d"]) == {"stamp", "stamp_lr", "stamp_gram", "stamp_lr_gram"}
     assert "STAMP-LR, cached Gram" in report.scaling_markdown(result)
+
+
+def test_edit_scaling_edits_random_models_of_each_width(tmp_path):
+    result = scaling.run_edit_scaling(dims=(64, 128), ranks=(2, 4), rank_for_dims=4, dim_for_ranks=64, layers=2,
+                                      layer=1, retain_tokens=64, runs=2, workdir=tmp_path)
+    rows = result["edits_by_dim"]
+    assert [(r["d"], r["method"], r["rank"]) for r in rows] == [(64, "stamp", None), (64, "stamp-lr", 4),
+                                                                (128, "stamp", None), (128, "stamp-lr", 4)]
+    # The solve's width is the loaded model's MLP: 8d/3 rounded to 64, plus the spare neurons.
+    assert [r["solve_width"] for r in rows[::2]] == [scaling.intermediate_size(d) + 32 for d in (64, 128)]
+    for r in rows + result["edits_by_rank"]:
+        assert r["seconds"] >= r["solve_s"] > 0 and r["forget_rows"] > 0 and r["retain_rows"] >= 64
+        assert r["runs"] == 2
+        assert r["solve_numpy_peak_bytes"] > 0 and r["mlx_active_bytes"] > 0
+    # STAMP's update is dense (d_ff × d, then d × d); STAMP-LR's is rank r: (d_ff + d) · r floats.
+    assert rows[1]["edit_bytes"] == 4 * 4 * (rows[1]["solve_width"] + 64) < rows[0]["edit_bytes"]
+    assert [r["rank"] for r in result["edits_by_rank"]] == [2, 4]
+    assert list(tmp_path.iterdir()) == []  # the models are deleted
+    assert "Whole edits vs rank r" in report.scaling_markdown({**scaling.run_scaling(
+        ranks=(2,), dims=(16, 32), runs=1, rank_for_dims=2, dim_for_ranks=16), **result})
 
 
 def test_slope_recovers_an_exponent():

@@ -61,6 +61,9 @@ def test_top_eigenpairs_find_the_largest_of_a_psd_matrix():
     exact = np.sort(np.linalg.eigvalsh(M.astype(np.float64)))[::-1][:10]
     assert np.allclose(values, exact, rtol=1e-3)
     assert np.allclose(V.T @ V, np.eye(10), atol=1e-4) and np.allclose(M @ V, V * values, atol=1e-2 * values[0])
+    # M + RᵀR applied, never formed: the same pairs as from the summed matrix.
+    V_plus, plus = solve.top_eigenpairs(X_r[:40].T @ X_r[:40], rank=10, plus_rows=X_r[40:])
+    assert np.allclose(plus, values, rtol=1e-3) and np.allclose(M @ V_plus, V_plus * plus, atol=1e-2 * plus[0])
 
 
 def test_the_gram_form_of_stamp_lr_matches_its_row_form():

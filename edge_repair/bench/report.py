@@ -30,13 +30,16 @@ def _device(device: dict) -> str:
 
 
 def memory_markdown(result: dict) -> str:
-    rows = [[name, _num(p["seconds"], 2), _mb(p["mlx_peak_bytes"]), _mb(p["rss_peak_bytes"]), _mb(p["rss_now_bytes"])]
-            for name, p in result["memory"].items()]
+    rows = [[name, p.get("role", "–"), _num(p["seconds"], 2), _mb(p["mlx_peak_bytes"]), _mb(p["rss_peak_bytes"]),
+             _mb(p["rss_now_bytes"])] for name, p in result["memory"].items()]
     ratio = result["forget_over_chat"]
     verdict = "–" if ratio is None else ("within" if ratio <= result["target_ratio"] else "above")
+    roles = result.get("roles") or {}
     return "\n\n".join([
         "## Memory per phase",
-        table(["phase", "seconds", "MLX peak MB", "RSS peak MB (lifetime)", "RSS now MB"], rows),
+        table(["phase", "role", "seconds", "MLX peak MB", "RSS peak MB (lifetime)", "RSS now MB"], rows),
+        *(["## MLX peak per role", table(["role", "MLX peak MB"], [[r, _mb(b)] for r, b in roles.items()]),
+           "One model serves every role (the patient's), so its weights count in each role's peak."] if roles else []),
         f"forget peak / chat peak (MLX): {_num(ratio, 2)} — {verdict} the target ≤ {result['target_ratio']}",
         _device(result["device"])])
 
@@ -60,7 +63,37 @@ def scaling_markdown(result: dict) -> str:
         "## Solve time vs rank r",
         table(["r", "d", "n", "STAMP", "STAMP-LR", "of which factorise", "STAMP, cached Gram", "STAMP-LR, cached Gram"],
               rank_rows),
-        f"log-log slope of STAMP-LR vs r: {r['stamp_lr']} (from the cached Gram: {r['stamp_lr_gram']})"])
+        f"log-log slope of STAMP-LR vs r: {r['stamp_lr']} (from the cached Gram: {r['stamp_lr_gram']})",
+        *_edit_scaling(result)])
+
+
+def _edit_scaling(result: dict) -> list[str]:
+    """The whole-edit tables (run_edit_scaling), when the run made them."""
+    if not result.get("edits_by_dim"):
+        return []
+    def row(r):
+        return [r["d"], r["solve_width"], r["method"], r["rank"] or "–", r["forget_rows"], _num(r["capture_s"], 3),
+                _num(r["solve_s"], 3), _num(r["apply_s"], 3), _num(r["seconds"], 3), _mb(r["solve_numpy_peak_bytes"]),
+                _mb(r["mlx_peak_over_active_bytes"]), _mb(r["mlx_active_bytes"]), _num(r["edit_bytes"] / MB, 2)]
+    header = ["d", "d_ff (solved)", "method", "r", "forget rows", "capture s", "solve s", "apply s", "edit s",
+              "solve numpy peak MB", "MLX peak over in use MB", "MLX in use MB", "edit MB"]
+    first = result["edits_by_dim"][0]
+    slopes, top = result["edit_slopes_vs_width"], result["edit_slopes_vs_width_top"]
+    return [
+        "## Whole edits on synthetic models of growing width",
+        table(header, [row(r) for r in result["edits_by_dim"]]),
+        f"Random 4-bit llama models, {result['layers']} layers, MLP width 8d/3 (+ the spare neurons loading adds), "
+        f"loaded like any model (f32 copies for BLAS); the paper's down_proj edit at layer {result['layer']} "
+        f"(engine/literal.py) from the Gram of {first['retain_rows']} retain rows, cached per model "
+        f"(prepare s: {', '.join(_num(r['prepare_s'], 1) for r in result['edits_by_dim'][::2])}). "
+        f"log-log slope of the solve vs d_ff: STAMP {slopes['stamp']} (top two: {top['stamp']}), "
+        f"STAMP-LR {slopes['stamp-lr']} (top two: {top['stamp-lr']}) "
+        "(theory from the cached Gram: 3 vs 2, d_ff³ against d_ff²·r). Memory: numpy's peak in the solve "
+        "(tracemalloc), MLX's peak over what was in use before the edit, the model's own arrays (MLX in use), "
+        "and the edit's factors.",
+        "## Whole edits vs rank r",
+        table(header, [row(r) for r in result["edits_by_rank"]]),
+        f"log-log slope of the STAMP-LR solve vs r: {result['edit_slope_vs_r']}"]
 
 
 def baselines_markdown(result: dict) -> str:

@@ -37,14 +37,18 @@ def memory(model: ModelOpt = None, as_json: JsonOpt = False, out: OutOpt = None)
 @bench_app.command("scaling", epilog="Example: edge-repair bench scaling --json")
 def scaling(as_json: JsonOpt = False, out: OutOpt = None,
             rows: Annotated[int, typer.Option("--rows", help="Rows n of X; 0 means n = 2d.")] = 0,
-            runs: Annotated[int, typer.Option("--runs", help="Timings per point (the median is kept).")] = 3):
-    """STAMP vs STAMP-LR solve time vs rank and hidden size on synthetic data (numpy only)."""
-    from edge_repair.bench.scaling import run_scaling
+            runs: Annotated[int, typer.Option("--runs", help="Timings per point (the median is kept).")] = 3,
+            models: Annotated[bool, typer.Option("--models/--no-models",
+                                                 help="Also whole edits on random models of growing width.")] = True):
+    """STAMP vs STAMP-LR vs rank and hidden size: the solves on synthetic arrays, and whole edits
+    (time and memory) on synthetic models of growing width."""
+    from edge_repair.bench.scaling import run_edit_scaling, run_scaling
     from edge_repair.errors import InputError
 
     if rows < 0 or runs < 1:
         raise InputError("--rows must be 0 or more and --runs at least 1")
-    _emit("scaling", run_scaling(rows=rows, runs=runs), as_json, out)
+    result = run_scaling(rows=rows, runs=runs)
+    _emit("scaling", {**result, **run_edit_scaling(runs=runs)} if models else result, as_json, out)
 
 
 @bench_app.command("baselines", epilog="Example: edge-repair bench baselines --trials 1 --methods ga,npo,stamp-gated")

@@ -55,18 +55,29 @@ def down_stats(patient, retain: WeightedRows, layer: int, chunk: int = 2048) -> 
 def stamp_edit(patient, prompts: list[str], stats: DownStats, layer: int, rank: int | None = None,
                lam: float = 1e-2):
     """Returns strength -> factors; the capture and the solve happen once."""
+    a, b = stamp_factors(stats, *forget_rows(patient, prompts, stats, layer), rank, lam)
+    path = f"model.layers.{layer}.mlp.down_proj"
+    return lambda strength: {path: (mx.array(a), mx.array((strength * b).astype(np.float32)))}
+
+
+def forget_rows(patient, prompts: list[str], stats: DownStats, layer: int) -> tuple[np.ndarray, np.ndarray]:
+    """(H, shift): down_proj's inputs at every forget token after the template, and r_SV (Eq. 4) for each."""
     lists = [chat_tokens(patient.tokenizer, p) for p in prompts]
     acts = capture(patient.model, lists, [layer], kinds=("mlp_in", "mlp_out"))
     gate_w, up_w, _ = mlp_weights(patient.model, layer)
     rows = [r for i in range(len(lists)) for r in acts.rows(i)[stats.prefix:]]
     H = down_inputs(np.array(acts.mlp_in[layer])[rows], gate_w, up_w)
-    r_sv = solve.steering_vector(stats.reference[None], np.array(acts.mlp_out[layer])[rows])   # Eq. 4
-    shift = np.broadcast_to(r_sv, (len(rows), r_sv.size)).astype(np.float32)
-    # The update is linear in the target shift, so solve once for unit strength and scale.
+    r_sv = solve.steering_vector(stats.reference[None], np.array(acts.mlp_out[layer])[rows])
+    return H, np.broadcast_to(r_sv, (len(rows), r_sv.size)).astype(np.float32)
+
+
+def stamp_factors(stats: DownStats, H: np.ndarray, shift: np.ndarray, rank: int | None = None,
+                  lam: float = 1e-2) -> tuple[np.ndarray, np.ndarray]:
+    """down_proj's update as x @ a @ b for unit strength (it is linear in the shift): STAMP's dense
+    (d_ff, d) with b = I, or STAMP-LR's rank-r factors."""
     if rank is None:
-        a = solve.stamp_update_gram(stats.gram, H, shift, lam)   # dense (d_ff, d)
+        a = solve.stamp_update_gram(stats.gram, H, shift, lam)
         b = np.eye(a.shape[1], dtype=np.float32)
     else:
         a, b = solve.stamp_lr_update_gram(stats.gram, H, shift, rank, lam)
-    path = f"model.layers.{layer}.mlp.down_proj"
-    return lambda strength: {path: (mx.array(a.astype(np.float32)), mx.array((strength * b).astype(np.float32)))}
+    return a.astype(np.float32, copy=False), b.astype(np.float32, copy=False)

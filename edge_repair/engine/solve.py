@@ -61,21 +61,28 @@ def stamp_update_gram(gram: np.ndarray, X_f: np.ndarray, shift_f: np.ndarray, la
     """Full STAMP when only the forget rows X_f move (by shift_f) and the retain rows stay put:
     ΔW = (G + X_fᵀX_f + λI)⁻¹ X_fᵀ shift_f, with G the retain rows' Gram matrix, cached per model
     (the retain rows' own term in XᵀΔ is zero). O(d³) whatever the number of retain rows."""
-    system = gram + X_f.T @ X_f
+    system = X_f.T @ X_f
+    system += gram  # in place: each d×d temporary is as large as the cached Gram
     system[np.diag_indices_from(system)] += lam
     return np.linalg.solve(system, X_f.T @ shift_f)
 
 
-def top_eigenpairs(M: np.ndarray, rank: int, power_iters: int = 2, oversample: int = 8,
-                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(V (d, r), eigenvalues (r,)): the top of the symmetric PSD matrix M by randomized subspace
-    iteration, O(d²·r); for M = XᵀX, V holds X's top right singular vectors and the values its σ²."""
+def top_eigenpairs(M: np.ndarray, rank: int, power_iters: int = 2, oversample: int = 8, seed: int = 0,
+                   plus_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(V (d, r), eigenvalues (r,)): the top of the symmetric PSD matrix M + RᵀR (R = `plus_rows`,
+    none by default) by randomized subspace iteration, O(d²·r); for M = XᵀX, V holds X's top right
+    singular vectors and the values its σ². M + RᵀR is only ever applied, never formed: no d×d
+    temporary beside M."""
     d = len(M)
     k = min(rank + oversample, d)
-    Q, _ = np.linalg.qr(M @ np.random.default_rng(seed).standard_normal((d, k)).astype(M.dtype, copy=False))
+
+    def times(Q: np.ndarray) -> np.ndarray:
+        return M @ Q if plus_rows is None else M @ Q + plus_rows.T @ (plus_rows @ Q)
+
+    Q, _ = np.linalg.qr(times(np.random.default_rng(seed).standard_normal((d, k)).astype(M.dtype, copy=False)))
     for _ in range(power_iters):
-        Q, _ = np.linalg.qr(M @ Q)
-    values, vectors = np.linalg.eigh(Q.T @ M @ Q)
+        Q, _ = np.linalg.qr(times(Q))
+    values, vectors = np.linalg.eigh(Q.T @ times(Q))
     order = np.argsort(values)[::-1][:rank]
     values = values[order]
     kept = values > max(values[0], 0) * 1e-12 if values.size else values.astype(bool)
@@ -86,9 +93,10 @@ def stamp_lr_update_gram(gram: np.ndarray, X_f: np.ndarray, shift_f: np.ndarray,
                          lam: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """STAMP-LR (Eq. 10–11) from the same cached Gram as stamp_update_gram: with X = [X_f; X_r] ≈ AB,
     A = U_rS_r, B = V_rᵀ, B⁺ = V_r and A⁺(O′ − O) = (S_r² + λ)⁻¹ V_rᵀ X_fᵀ shift_f, since only the forget
-    rows move. The top r of XᵀX = G + X_fᵀX_f cost O(d²·r); the factors then O(r²d), no d×d solve."""
-    V, sigma2 = top_eigenpairs(gram + X_f.T @ X_f, rank)
-    return V, (V.T @ (X_f.T @ shift_f)) / (sigma2 + lam)[:, None]
+    rows move. The top r of XᵀX = G + X_fᵀX_f cost O(d²·r); the factors then O(r²d), no d×d solve
+    and no d×d array beside G."""
+    V, sigma2 = top_eigenpairs(gram, rank, plus_rows=X_f)
+    return V, ((X_f @ V).T @ shift_f) / (sigma2 + lam)[:, None]  # never the (d, d_out) X_fᵀ·shift
 
 
 def steering_vector(reference_out: np.ndarray, forget_out: np.ndarray) -> np.ndarray:
