@@ -85,7 +85,7 @@ def _edit_scaling(result: dict) -> list[str]:
         f"Random 4-bit llama models, {result['layers']} layers, MLP width 8d/3 (+ the spare neurons loading adds), "
         f"loaded like any model (f32 copies for BLAS); the paper's down_proj edit at layer {result['layer']} "
         f"(engine/literal.py) from the Gram of {first['retain_rows']} retain rows, cached per model "
-        f"(prepare s: {', '.join(_num(r['prepare_s'], 1) for r in result['edits_by_dim'][::2])}). "
+        f"(prepare s: {', '.join(_num(r['prepare_s'], 1) for r in result['edits_by_dim'] if r['method'] == 'stamp')}). "
         f"log-log slope of the solve vs d_ff: STAMP {slopes['stamp']} (top two: {top['stamp']}), "
         f"STAMP-LR {slopes['stamp-lr']} (top two: {top['stamp-lr']}) "
         "(theory from the cached Gram: 3 vs 2, d_ff³ against d_ff²·r). Memory: numpy's peak in the solve "
