@@ -48,7 +48,7 @@ def _measured(rows: dict, name: str):
     start = time.perf_counter()
     yield
     mx.synchronize()
-    rows[name] = {"seconds": round(time.perf_counter() - start, 3),
+    rows[name] = {"role": ROLES[name], "seconds": round(time.perf_counter() - start, 3),
                   "mlx_peak_bytes": int(max(mx.get_peak_memory(), held)),
                   "mlx_active_bytes": int(mx.get_active_memory()), "rss_peak_bytes": peak_rss_bytes(),
                   "rss_now_bytes": current_rss_bytes()}
@@ -117,8 +117,6 @@ def _phases(path, chat_tokens, config, fact) -> dict:
     rows["forget"]["verified"] = result.verification.verified
     with _measured(rows, "save"):
         record_edit(patient, result.edit)
-    for name, row in rows.items():
-        row["role"] = ROLES[name]
     chat_peak = rows["chat"]["mlx_peak_bytes"]
     ratio = rows["forget"]["mlx_peak_bytes"] / chat_peak if chat_peak else None
     roles = {role: max(row["mlx_peak_bytes"] for row in rows.values() if row["role"] == role)
